@@ -1,0 +1,1 @@
+"""The OmniCellTOSG dataset: build it from raw single-cell data, describe it, load cohorts."""

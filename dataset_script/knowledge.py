@@ -1,0 +1,273 @@
+"""The shared entity graph of every TOSG: transcript nodes, protein nodes, their text and sequences,
+transcript → protein (internal) edges and protein–protein interaction (PPI) edges.
+
+Sources (all under ``<data>/knowledge/``, see its README):
+
+* genes: Bioconductor ``org.Hs.eg.db`` 3.16 gene table (symbol, full name, aliases, Ensembl IDs);
+* gene → protein: ``org.Hs.eg.db`` ∩ UniProt Swiss-Prot (reviewed accessions are protein IDs);
+* text: gene full name + GO biological process / molecular function / cellular component terms
+  (``org.Hs.eg.db`` direct annotations, GO.db 3.16 term names);
+* sequences: UniProtKB/Swiss-Prot 2014-01 FASTA (transcript sequences are not available offline);
+* PPI: STRING ≥ 0.9 (default), InnateDB experimental, or the scNET network, by gene symbol.
+
+Entity indices: transcripts first (``0 … n_transcripts-1``), then proteins — ARCHITECTURE.md §4.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+PPI_SOURCES = {
+    "string": ("string_human_score900_symbols_mossn.tsv.gz", "gene_a", "gene_b", "combined_score"),
+    "innatedb": ("innatedb_human_ppi_experimental_ensembl_symbols.tsv.gz", "hgnc_symbol_A", "hgnc_symbol_B", None),
+    "scnet": ("scnet_human_ppi_symbols.tsv.gz", "gene_a", "gene_b", "weight"),
+}
+GENE_ID_TYPES = ("symbol", "ensembl")
+GO_TERMS_PER_ASPECT = 5  # keeps a description inside the text encoder's 96-token window
+
+
+@dataclass
+class GeneTable:
+    """Gene identifiers from ``org.Hs.eg.db``: one row per NCBI gene, keyed by Entrez ID.
+
+    ``entity_id`` is the first Ensembl gene ID of the gene (the primary assembly one in
+    ``org.Hs.eg.db``'s order), or ``NCBIGene:<entrez>`` when the gene has no Ensembl ID.
+    """
+
+    table: pd.DataFrame                     # entrez_id, symbol, full_name, entity_id, aliases
+    by_symbol: dict[str, str] = field(default_factory=dict)   # symbol -> entrez
+    by_alias: dict[str, str] = field(default_factory=dict)    # unambiguous alias -> entrez
+    by_ensembl: dict[str, str] = field(default_factory=dict)  # any listed Ensembl ID -> entrez
+
+
+def read_table(path: Path, **kwargs) -> pd.DataFrame:
+    """Read a knowledge TSV, raising FileNotFoundError that names the missing file."""
+    if not Path(path).exists():
+        raise FileNotFoundError(f"Knowledge file not found: {path}. Is --data pointing at the shared data folder?")
+    return pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, **kwargs)
+
+
+def load_gene_table(knowledge_dir: Path) -> GeneTable:
+    """Load the ``org.Hs.eg.db`` gene table and its symbol / alias / Ensembl lookups.
+
+    Raises
+    ------
+    ValueError
+        If the table repeats an Entrez ID (the key of a gene).
+    """
+    t = read_table(Path(knowledge_dir) / "orgHsEgDb_3.16_gene_table.tsv.gz")
+    dup = t["entrez_id"][t["entrez_id"].duplicated()]
+    if len(dup):
+        raise ValueError(f"Gene table has duplicate entrez_id values (each gene must appear once): {dup.head(5).tolist()}")
+    first_ensembl = t["ensembl_gene"].str.split(";").str[0]
+    t = t.assign(entity_id=np.where(first_ensembl != "", first_ensembl, "NCBIGene:" + t["entrez_id"]))
+    genes = GeneTable(t[["entrez_id", "symbol", "full_name", "entity_id", "aliases"]].reset_index(drop=True))
+    for entrez, symbol in zip(t["entrez_id"], t["symbol"]):
+        genes.by_symbol.setdefault(symbol.upper(), entrez)
+    alias_owners: dict[str, set[str]] = {}
+    for entrez, aliases in zip(t["entrez_id"], t["aliases"]):
+        for a in filter(None, aliases.split(";")):
+            alias_owners.setdefault(a.upper(), set()).add(entrez)
+    genes.by_alias = {a: next(iter(o)) for a, o in alias_owners.items() if len(o) == 1}
+    for entrez, ens in zip(t["entrez_id"], t["ensembl_gene"]):
+        for e in filter(None, ens.split(";")):
+            genes.by_ensembl.setdefault(e, entrez)
+    return genes
+
+
+def resolve_gene_ids(ids: list[str], id_type: str, genes: GeneTable) -> tuple[list[str | None], dict[str, int]]:
+    """Resolve input gene identifiers to Entrez IDs.
+
+    Symbols resolve by official symbol first, then by an alias that names one gene only; Ensembl
+    IDs resolve with or without a version suffix. Returns the Entrez ID (or None) per input and a
+    report ``{"n_input", "by_symbol", "by_alias", "by_ensembl", "unmapped"}``.
+
+    Raises
+    ------
+    ValueError
+        If ``id_type`` is not one of :data:`GENE_ID_TYPES`.
+    """
+    if id_type not in GENE_ID_TYPES:
+        raise ValueError(f"gene_id_type {id_type!r} not supported; accepted: {list(GENE_ID_TYPES)}")
+    report = {"n_input": len(ids), "by_symbol": 0, "by_alias": 0, "by_ensembl": 0, "unmapped": 0}
+    out: list[str | None] = []
+    for raw in ids:
+        key = str(raw).strip()
+        hit = None
+        if id_type == "ensembl":
+            hit = genes.by_ensembl.get(key.split(".")[0])
+            report["by_ensembl" if hit else "unmapped"] += 1
+        else:
+            hit = genes.by_symbol.get(key.upper())
+            if hit:
+                report["by_symbol"] += 1
+            else:
+                hit = genes.by_alias.get(key.upper())
+                report["by_alias" if hit else "unmapped"] += 1
+        out.append(hit)
+    return out, report
+
+
+def _read_fasta(path: Path) -> dict[str, str]:
+    """UniProt FASTA → ``{accession: sequence}`` (header ``>sp|ACC|ENTRY ...``)."""
+    seqs: dict[str, list[str]] = {}
+    acc = None
+    with gzip.open(path, "rt") as fh:
+        for line in fh:
+            if line.startswith(">"):
+                acc = line[1:].split("|")[1] if "|" in line else line[1:].split()[0]
+                seqs[acc] = []
+            elif acc is not None:
+                seqs[acc].append(line.strip())
+    return {a: "".join(s) for a, s in seqs.items()}
+
+
+def _gene_descriptions(knowledge_dir: Path, genes: pd.DataFrame) -> dict[str, str]:
+    """Entrez ID → "full name. Function: …. Process: …. Component: …" from direct GO annotations."""
+    go = read_table(Path(knowledge_dir) / "orgHsEgDb_gene2go_direct.tsv.gz")
+    terms = read_table(Path(knowledge_dir) / "go_terms_2022-07-01.tsv.gz")
+    go = go[go["entrez_id"].isin(set(genes["entrez_id"]))].merge(terms[["go_id", "term"]], on="go_id")
+    go = go[~go["term"].isin({"biological_process", "molecular_function", "cellular_component"})]
+    grouped = (go.drop_duplicates(["entrez_id", "aspect", "term"]).sort_values(["entrez_id", "aspect", "term"])
+               .groupby(["entrez_id", "aspect"])["term"].apply(lambda s: "; ".join(s.head(GO_TERMS_PER_ASPECT))))
+    names = {"MF": "Function", "BP": "Process", "CC": "Component"}
+    out = {}
+    for entrez, full_name in zip(genes["entrez_id"], genes["full_name"]):
+        parts = [full_name or "uncharacterised gene"]
+        for aspect in ("MF", "BP", "CC"):
+            text = grouped.get((entrez, aspect))
+            if text:
+                parts.append(f"{names[aspect]}: {text}")
+        out[entrez] = ". ".join(parts) + "."
+    return out
+
+
+def load_ppi(knowledge_dir: Path, source: str = "string", min_score: float = 0.9) -> pd.DataFrame:
+    """Load a PPI network as symbol pairs with a weight (1.0 for unweighted networks).
+
+    Raises
+    ------
+    ValueError
+        If ``source`` is not one of :data:`PPI_SOURCES`.
+    """
+    if source not in PPI_SOURCES:
+        raise ValueError(f"PPI source {source!r} not supported; accepted: {sorted(PPI_SOURCES)}")
+    fname, a, b, w = PPI_SOURCES[source]
+    t = read_table(Path(knowledge_dir) / fname)
+    weight = t[w].astype(float) if w else pd.Series(1.0, index=t.index)
+    ppi = pd.DataFrame({"symbol_a": t[a].str.upper(), "symbol_b": t[b].str.upper(), "weight": weight})
+    if w:
+        ppi = ppi[ppi["weight"] >= min_score]
+    return ppi[(ppi["symbol_a"] != ppi["symbol_b"]) & (ppi["symbol_a"] != "-1") & (ppi["symbol_b"] != "-1")]
+
+
+@dataclass
+class EntityGraph:
+    """The shared entity graph (ARCHITECTURE.md §4).
+
+    ``entities``: ``entity_index, entity_id, entity_type, symbol, name, description, sequence``
+    (transcripts first). ``edges``: ``source, target, relation, weight, evidence`` with internal
+    edges transcript → protein and PPI edges stored once per unordered protein pair.
+    ``transcript_of_entrez`` maps Entrez ID → transcript entity index.
+    """
+
+    entities: pd.DataFrame
+    edges: pd.DataFrame
+    transcript_of_entrez: dict[str, int]
+    ppi_source: str
+
+    @property
+    def n_transcripts(self) -> int:
+        return int((self.entities["entity_type"] == "transcript").sum())
+
+    @property
+    def n_proteins(self) -> int:
+        return int((self.entities["entity_type"] == "protein").sum())
+
+    @property
+    def version(self) -> str:
+        """A 12-hex-digit hash of the ordered entity IDs and edges: the graph's identity."""
+        h = hashlib.sha256()
+        h.update("\n".join(self.entities["entity_type"] + ":" + self.entities["entity_id"]).encode())
+        h.update(np.ascontiguousarray(self.edges[["source", "target"]].to_numpy(np.int64)).tobytes())
+        return h.hexdigest()[:12]
+
+
+def build_entity_graph(knowledge_dir: Path, *, entrez_ids: list[str] | None = None,
+                       ppi: str = "string", min_ppi_score: float = 0.9) -> EntityGraph:
+    """Assemble the entity graph.
+
+    Parameters
+    ----------
+    knowledge_dir
+        The ``knowledge/`` folder of the shared data.
+    entrez_ids
+        The transcript universe (Entrez IDs, e.g. genes measured by at least one input). ``None``
+        means every gene that has a Swiss-Prot protein.
+    ppi, min_ppi_score
+        PPI network (:data:`PPI_SOURCES`) and the minimum STRING combined score (0–1).
+
+    Raises
+    ------
+    ValueError
+        If the gene↔protein table has duplicate (gene, protein) pairs.
+    """
+    knowledge_dir = Path(knowledge_dir)
+    genes = load_gene_table(knowledge_dir)
+    g2p = read_table(knowledge_dir / "gene2protein_swissprot_human.tsv.gz")
+    dup = g2p.duplicated(["entrez_id", "uniprot_swissprot"])
+    if dup.any():
+        raise ValueError(f"gene2protein table repeats (entrez_id, uniprot_swissprot) pairs, e.g. "
+                         f"{g2p[dup].head(3)[['entrez_id', 'uniprot_swissprot']].values.tolist()}")
+    universe = sorted(set(entrez_ids) if entrez_ids is not None else set(g2p["entrez_id"]), key=int)
+    tx = genes.table.set_index("entrez_id").loc[universe].reset_index()
+    descriptions = _gene_descriptions(knowledge_dir, tx)
+    transcripts = pd.DataFrame({
+        "entity_id": tx["entity_id"], "entity_type": "transcript", "symbol": tx["symbol"],
+        "name": tx["symbol"], "description": [descriptions[e] for e in tx["entrez_id"]], "sequence": "",
+    })
+    transcript_of_entrez = {e: i for i, e in enumerate(tx["entrez_id"])}
+
+    links = g2p[g2p["entrez_id"].isin(transcript_of_entrez)]
+    sequences = _read_fasta(knowledge_dir / "human_swissprot_2014-01_from_metastudent.fasta.gz")
+    accs = sorted(set(links["uniprot_swissprot"]))
+    first_gene = links.drop_duplicates("uniprot_swissprot").set_index("uniprot_swissprot")
+    full_name = genes.table.set_index("entrez_id")["full_name"]
+    proteins = pd.DataFrame({
+        "entity_id": accs, "entity_type": "protein",
+        "symbol": [first_gene.at[a, "symbol"] for a in accs],
+        "name": [full_name.get(first_gene.at[a, "entrez_id"], "") or first_gene.at[a, "symbol"] for a in accs],
+        # The protein shares its gene's curated text (no offline UniProt function text); identical
+        # texts are embedded once, which halves the cost of the text priors.
+        "description": [descriptions[first_gene.at[a, "entrez_id"]] for a in accs],
+        "sequence": [sequences.get(a, "") for a in accs],
+    })
+    n_tx = len(transcripts)
+    protein_index = {a: n_tx + i for i, a in enumerate(accs)}
+    entities = pd.concat([transcripts, proteins], ignore_index=True)
+    entities.insert(0, "entity_index", np.arange(len(entities), dtype=np.int32))
+
+    internal = pd.DataFrame({
+        "source": links["entrez_id"].map(transcript_of_entrez).to_numpy(np.int32),
+        "target": links["uniprot_swissprot"].map(protein_index).to_numpy(np.int32),
+        "relation": "internal", "weight": np.float32(1.0), "evidence": "org.Hs.eg.db/UniProt",
+    })
+
+    pp = load_ppi(knowledge_dir, ppi, min_ppi_score)
+    sym2prot = links.assign(symbol=links["symbol"].str.upper()).groupby("symbol")["uniprot_swissprot"].apply(list)
+    a = pp.merge(sym2prot.rename("pa"), left_on="symbol_a", right_index=True).explode("pa")
+    a = a.merge(sym2prot.rename("pb"), left_on="symbol_b", right_index=True).explode("pb")
+    s, t = a["pa"].map(protein_index).to_numpy(np.int64), a["pb"].map(protein_index).to_numpy(np.int64)
+    pairs = pd.DataFrame({"source": np.minimum(s, t), "target": np.maximum(s, t), "weight": a["weight"].to_numpy()})
+    pairs = pairs[pairs["source"] != pairs["target"]].groupby(["source", "target"], as_index=False)["weight"].max()
+    ppi_edges = pairs.assign(relation="ppi", evidence=ppi).astype({"source": np.int32, "target": np.int32,
+                                                                   "weight": np.float32})
+    edges = pd.concat([internal, ppi_edges[["source", "target", "relation", "weight", "evidence"]]],
+                      ignore_index=True)
+    return EntityGraph(entities, edges, transcript_of_entrez, ppi)

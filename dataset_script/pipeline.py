@@ -1,0 +1,238 @@
+"""The build: a recipe of raw files → an OmniCellTOSG dataset folder (ARCHITECTURE.md §3).
+
+ingest (harmonised obs, counts check, gene IDs) → entity graph over the measured genes →
+meta-cells per partition (SEACells) → expression on transcript nodes → text priors (MiniLM) →
+Parquet + dataset card, written atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import scipy.sparse as sp
+import yaml
+from tqdm.auto import tqdm
+
+from .ingest import read_dataset
+from .knowledge import build_entity_graph, load_gene_table
+from .metacells import make_metacells
+from .schema import embedding_schema
+from .writer import cell_configs, write_dataset
+
+DEFAULT_RECIPE = Path(__file__).resolve().parent.parent / "build" / "demo.yaml"
+
+
+def load_recipe(path: Path) -> dict:
+    """Read a build recipe (YAML) and check its top-level keys.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the recipe file does not exist.
+    ValueError
+        If it has no ``datasets`` list or repeats a ``dataset_id``.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"Recipe not found: {path}")
+    recipe = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(recipe.get("datasets"), list) or not recipe["datasets"]:
+        raise ValueError(f"Recipe {path} needs a non-empty 'datasets' list")
+    ids = [d.get("dataset_id") for d in recipe["datasets"]]
+    dup = sorted({i for i in ids if ids.count(i) > 1})
+    if dup:
+        raise ValueError(f"Recipe {path} repeats dataset_id {dup}")
+    return recipe
+
+
+def _to_transcripts(X: sp.csr_matrix, entrez: pd.Series, transcript_of_entrez: dict[str, int],
+                    n_transcripts: int, counts: bool) -> sp.csr_matrix:
+    """Re-index meta-cell × input-gene values onto transcript nodes (meta-cells × n_transcripts).
+
+    Input genes that resolve to the same gene are summed (counts) or averaged (other values);
+    unresolved genes are dropped.
+    """
+    cols = np.array([transcript_of_entrez.get(e, -1) for e in entrez])
+    keep = np.flatnonzero(cols >= 0)
+    P = sp.csr_matrix((np.ones(len(keep), np.float32), (keep, cols[keep])), shape=(X.shape[1], n_transcripts))
+    out = X @ P
+    if not counts:
+        multiplicity = np.asarray(P.sum(0)).ravel()
+        out = out @ sp.diags(1.0 / np.maximum(multiplicity, 1))
+    out = sp.csr_matrix(out, dtype=np.float32)
+    out.sort_indices()
+    return out
+
+
+def _text_embeddings(entities: pd.DataFrame, cache_dir: Path | None, progress: bool) -> tuple[pa.Table, dict]:
+    """MiniLM embeddings of entity names and descriptions (cached by the hash of the texts)."""
+    from modeling_celltosg.encoders import TEXT_ENCODER_NAME, TextEncoder
+
+    key = hashlib.sha256("\x1f".join(entities["name"].tolist() + entities["description"].tolist())
+                         .encode()).hexdigest()[:16]
+    cache = Path(cache_dir) / f"text-embeddings-{key}.npz" if cache_dir else None
+    if cache is not None and cache.exists():
+        arrays = np.load(cache)
+        name, desc = arrays["name"], arrays["description"]
+    else:
+        encoder = TextEncoder()
+        name = encoder.encode(entities["name"].tolist(), progress=progress, desc="names")
+        desc = encoder.encode(entities["description"].tolist(), progress=progress, desc="descriptions")
+        if cache is not None:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_suffix(".tmp.npz")
+            np.savez(tmp, name=name, description=desc)
+            tmp.replace(cache)
+    dims = {"name": name.shape[1], "description": desc.shape[1]}
+    schema = embedding_schema(dims)
+    table = pa.table({
+        "entity_index": pa.array(entities["entity_index"].to_numpy(np.int32)),
+        "name_embedding": pa.FixedSizeListArray.from_arrays(pa.array(name.ravel()), dims["name"]),
+        "description_embedding": pa.FixedSizeListArray.from_arrays(pa.array(desc.ravel()), dims["description"]),
+    }, schema=schema)
+    return table, {"name": TEXT_ENCODER_NAME, "description": TEXT_ENCODER_NAME}
+
+
+def build_dataset(recipe_path: Path, data_dir: Path, out: Path, *, cells_per_metacell: int | None = None,
+                  overwrite: bool = False, cache_dir: Path | None = None, seed: int = 0,
+                  progress: bool = True) -> dict:
+    """Build the dataset folder ``out`` from a recipe.
+
+    Parameters
+    ----------
+    recipe_path
+        YAML recipe (see ``build/demo.yaml``).
+    data_dir
+        Shared data folder with ``scrna/``, ``knowledge/`` and ``ontology/``.
+    out
+        Dataset folder to create (atomically; see :func:`dataset_script.writer.write_dataset`).
+    cells_per_metacell
+        Overrides the recipe's ``metacells.cells_per_metacell``.
+    cache_dir
+        Where text embeddings are cached between builds (default ``<out>/../.cache``).
+
+    Returns
+    -------
+    The ``build_info`` dict written next to the data (counts, timings, mapping reports).
+
+    Raises
+    ------
+    FileNotFoundError, ValueError
+        For missing inputs or recipe/metadata problems; nothing is written in that case.
+    """
+    t0 = time.perf_counter()
+    recipe = load_recipe(recipe_path)
+    data_dir = Path(data_dir)
+    knowledge_cfg = recipe.get("knowledge", {})
+    mc_cfg = recipe.get("metacells", {})
+    cpm = int(cells_per_metacell or mc_cfg.get("cells_per_metacell", 5))
+    missing = [str(data_dir / d["path"]) for d in recipe["datasets"] if not (data_dir / d.get("path", "")).exists()]
+    if missing:
+        raise FileNotFoundError(f"Input file(s) named by the recipe not found: {missing}")
+
+    genes = load_gene_table(data_dir / "knowledge")
+    adatas = [read_dataset(entry, data_dir, genes) for entry in tqdm(recipe["datasets"], desc="ingest", disable=not progress)]
+    universe_mode = knowledge_cfg.get("gene_universe", "measured")
+    if universe_mode not in ("measured", "all"):
+        raise ValueError(f"knowledge.gene_universe {universe_mode!r} not supported; accepted: ['measured', 'all']")
+    measured = sorted({e for a in adatas for e in a.var["entrez_id"] if e}, key=int)
+    if universe_mode == "all":
+        from .knowledge import read_table
+        g2p = read_table(data_dir / "knowledge" / "gene2protein_swissprot_human.tsv.gz")
+        measured = sorted(set(measured) | set(g2p["entrez_id"]), key=int)
+    graph = build_entity_graph(data_dir / "knowledge", entrez_ids=measured,
+                               ppi=knowledge_cfg.get("ppi", "string"),
+                               min_ppi_score=float(knowledge_cfg.get("min_ppi_score", 0.9)))
+    n_tx = graph.n_transcripts
+
+    cell_tables, panels, reports = [], [], {}
+    for adata in adatas:
+        info = adata.uns["omnicelltosg"]
+        counts = bool(info["values_are_counts"])
+        X, obs = make_metacells(adata, cells_per_metacell=cpm,
+                                min_cells_per_partition=int(mc_cfg.get("min_cells_per_partition", 10)), seed=seed,
+                                progress=(lambda it, total: tqdm(it, total=total, desc=f"meta-cells {info['dataset_id']}",
+                                                                 disable=not progress)))
+        T = _to_transcripts(X, adata.var["entrez_id"], graph.transcript_of_entrez, n_tx, counts)
+        obs["library_size"] = np.asarray(X.sum(1)).ravel().astype(np.float32)
+        obs["values_are_counts"] = counts
+        obs["is_pretrain"] = True
+        obs["expression_indices"] = [T.indices[T.indptr[i]:T.indptr[i + 1]].astype(np.int32) for i in range(T.shape[0])]
+        obs["expression_values"] = [T.data[T.indptr[i]:T.indptr[i + 1]].astype(np.float32) for i in range(T.shape[0])]
+        cell_tables.append(obs)
+        measured_idx = sorted({graph.transcript_of_entrez[e] for e in adata.var["entrez_id"] if e})
+        panels.append({"dataset_id": info["dataset_id"], "values_are_counts": counts,
+                       "value_transform": info["value_transform"], "n_genes_input": adata.n_vars,
+                       "n_genes_mapped": len(measured_idx), "measured_indices": np.asarray(measured_idx, np.int32)})
+        reports[info["dataset_id"]] = {**info["gene_mapping"], "n_cells": adata.n_obs, "n_metacells": len(obs),
+                                       "values_are_counts": counts, "mean_purity": float(obs["purity"].mean())}
+    cells = pd.concat(cell_tables, ignore_index=True)
+    embeddings, encoders = _text_embeddings(graph.entities, cache_dir or Path(out).parent / ".cache", progress)
+
+    synonyms = _original_case_synonyms(data_dir, cells)
+    configs = cell_configs(cells, synonyms)
+    info = {
+        "recipe": str(recipe_path), "recipe_content": recipe, "cells_per_metacell": cpm,
+        "entity_version": graph.version, "n_transcripts": n_tx, "n_proteins": graph.n_proteins,
+        "n_internal_edges": int((graph.edges["relation"] == "internal").sum()),
+        "n_ppi_edges": int((graph.edges["relation"] == "ppi").sum()), "ppi_source": graph.ppi_source,
+        "n_metacells": len(cells), "datasets": reports, "encoders": encoders,
+        "configs": [c["config_name"] for c in configs], "seconds": round(time.perf_counter() - t0, 1),
+    }
+    card = dataset_card(info, cells)
+    write_dataset(out, cells=cells, entities=graph.entities, edges=graph.edges, embeddings=embeddings,
+                  gene_panels=pd.DataFrame(panels), card=card, configs=configs, build_info=info, overwrite=overwrite)
+    return info
+
+
+def _original_case_synonyms(data_dir: Path, cells: pd.DataFrame) -> dict[str, list[str]]:
+    """Disease label → its MONDO synonyms in their original case (for acronym config names)."""
+    path = sorted((Path(data_dir) / "ontology").glob("MONDO-ontology-*.tsv.gz"))[-1]
+    table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, usecols=["id", "synonyms"])
+    ids = set(cells["disease_ontology_id"])
+    syn = dict(zip(table["id"], table["synonyms"]))
+    return {d: syn.get(t, "").split("|") for d, t in
+            cells[["disease", "disease_ontology_id"]].drop_duplicates().itertuples(index=False) if t in ids}
+
+
+def dataset_card(info: dict, cells: pd.DataFrame) -> str:
+    """Markdown body of the dataset card: what is in it, where it came from, how to load it."""
+    lines = [
+        "# OmniCellTOSG (demo build)", "",
+        "Text–Omic Signaling Graphs (TOSGs) built from real single-cell RNA-seq: one row per meta-cell "
+        "(SEACells inside each dataset × donor × sample × condition partition), expression summed on "
+        "transcript nodes of one shared entity graph (transcripts, proteins, transcript→protein and "
+        "protein–protein interaction edges, names, descriptions, sequences).", "",
+        "```python", "from datasets import load_dataset",
+        f"cells = load_dataset(path, \"{info['configs'][1] if len(info['configs']) > 1 else 'all'}\", split=\"train\")",
+        "entities = load_dataset(path, \"entities\", split=\"train\")", "```", "",
+        f"- entity graph version `{info['entity_version']}`: {info['n_transcripts']:,} transcripts, "
+        f"{info['n_proteins']:,} proteins, {info['n_internal_edges']:,} internal edges, "
+        f"{info['n_ppi_edges']:,} PPI edges ({info['ppi_source']})",
+        f"- {info['n_metacells']:,} meta-cells, target {info['cells_per_metacell']} cells per meta-cell",
+        f"- text priors: {info['encoders']['name']}", "",
+        "| dataset | cells | meta-cells | genes in | mapped (symbol/alias/Ensembl) | unmapped | counts? | mean purity |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for d, r in info["datasets"].items():
+        lines.append(f"| {d} | {r['n_cells']:,} | {r['n_metacells']:,} | {r['n_input']:,} | "
+                     f"{r['by_symbol']}/{r['by_alias']}/{r['by_ensembl']} | {r['unmapped']} | "
+                     f"{r['values_are_counts']} | {r['mean_purity']:.3f} |")
+    lines += ["", "## Configs", ""] + [f"- `{c}`" for c in info["configs"]]
+    lines += ["", "## Meta-cells per tissue and disease", "",
+              cells.groupby(["tissue_general", "disease", "condition"]).size().rename("meta-cells")
+              .reset_index().to_markdown(index=False)]
+    return "\n".join(lines) + "\n"
+
+
+def write_json(path: Path, payload: dict) -> None:
+    """Write JSON atomically (temporary file + rename)."""
+    tmp = Path(path).with_suffix(".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=str))
+    tmp.replace(path)

@@ -1,0 +1,296 @@
+"""Message passing over ONE shared graph for a whole batch of cells.
+
+All cells of a batch share the Text-Omic Signaling Graph (TOSG) topology; only node features differ.
+Features are therefore laid out `[N, B, F]` (nodes, cells, channels) and every layer does a single pass
+over the `E` edges for all `B` cells at once: the edge list is never replicated per cell and no PyG
+`Batch` is built. Conventions follow PyG: `edge_index[0]` is the source, `edge_index[1]` the target,
+messages flow 0 → 1, and self-loops are handled as by the matching PyG layer's defaults.
+
+Layers: [`SharedGCNConv`] (Kipf & Welling 2017), [`SharedGATConv`] (Veličković et al. 2018) and
+[`SharedTransformerConv`] (UniMP, Shi et al. 2021). Each matches its PyG counterpart (`GCNConv`,
+`GATConv`, `TransformerConv` with default arguments) applied to every cell separately.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import torch
+from torch import Tensor, nn
+from torch_geometric.utils import add_remaining_self_loops, add_self_loops, remove_self_loops, scatter, softmax
+
+
+@dataclass
+class TOSGGraph:
+    """The entity graph shared by every cell: topology plus frozen prior embeddings.
+
+    Entity indices: transcripts are `0..Nt-1`, proteins `Nt..Nt+Np-1` (`N = Nt + Np`).
+
+    Attributes:
+        num_transcripts: `Nt`.
+        num_proteins: `Np`.
+        internal_edge_index: LongTensor `[2, Ei]`, transcript (row 0, source) → protein (row 1, target,
+            global index).
+        ppi_edge_index: LongTensor `[2, Ep]`, protein–protein pairs (global indices) stored once per
+            unordered pair; use [`ppi_directed`] for message passing.
+        name_embeddings: FloatTensor `[N, 384]`, frozen text embedding of each entity's name.
+        description_embeddings: FloatTensor `[N, 384]`, frozen text embedding of each description.
+        entity_version: hash of the entity table these tensors were built from.
+        sequence_embeddings: optional FloatTensor `[N, S]` (protein-sequence prior), or `None`.
+    """
+
+    num_transcripts: int
+    num_proteins: int
+    internal_edge_index: Tensor
+    ppi_edge_index: Tensor
+    name_embeddings: Tensor
+    description_embeddings: Tensor
+    entity_version: str
+    sequence_embeddings: Tensor | None = None
+
+    @property
+    def num_nodes(self) -> int:
+        """`N = Nt + Np`."""
+        return self.num_transcripts + self.num_proteins
+
+    def to(self, device: torch.device | str) -> TOSGGraph:
+        """Return a copy with every tensor moved to `device`."""
+        seq = None if self.sequence_embeddings is None else self.sequence_embeddings.to(device)
+        return replace(
+            self,
+            internal_edge_index=self.internal_edge_index.to(device),
+            ppi_edge_index=self.ppi_edge_index.to(device),
+            name_embeddings=self.name_embeddings.to(device),
+            description_embeddings=self.description_embeddings.to(device),
+            sequence_embeddings=seq,
+        )
+
+    def validate(self) -> None:
+        """Raise `ValueError` if shapes or index ranges are inconsistent."""
+        n, nt = self.num_nodes, self.num_transcripts
+        for name in ("name_embeddings", "description_embeddings", "sequence_embeddings"):
+            t = getattr(self, name)
+            if t is not None and (t.dim() != 2 or t.size(0) != n):
+                raise ValueError(f"{name} must have shape [N={n}, dim], got {tuple(t.shape)}.")
+        for name in ("internal_edge_index", "ppi_edge_index"):
+            ei = getattr(self, name)
+            if ei.dim() != 2 or ei.size(0) != 2 or ei.dtype != torch.long:
+                raise ValueError(f"{name} must be a LongTensor [2, E], got {ei.dtype} {tuple(ei.shape)}.")
+        ie, pe = self.internal_edge_index, self.ppi_edge_index
+        if ie.numel() and not (ie[0].max() < nt and ie[0].min() >= 0 and ie[1].min() >= nt and ie[1].max() < n):
+            raise ValueError(
+                f"internal_edge_index must go from transcripts [0, {nt}) to proteins [{nt}, {n}); "
+                f"got sources in [{int(ie[0].min())}, {int(ie[0].max())}] and targets in "
+                f"[{int(ie[1].min())}, {int(ie[1].max())}]."
+            )
+        if pe.numel() and not (pe.min() >= nt and pe.max() < n):
+            raise ValueError(
+                f"ppi_edge_index must only contain protein indices [{nt}, {n}); "
+                f"got [{int(pe.min())}, {int(pe.max())}]."
+            )
+
+
+def ppi_directed(edge_index: Tensor) -> Tensor:
+    """Both directions of undirected pairs: `[2, E]` (each pair once) → `[2, 2E]` (u→v then v→u)."""
+    return torch.cat([edge_index, edge_index.flip(0)], dim=1)
+
+
+def _glorot(tensor: Tensor) -> Tensor:
+    """PyG's `glorot`: uniform in ±sqrt(6 / (fan_in + fan_out)) over the last two dimensions."""
+    bound = math.sqrt(6.0 / (tensor.size(-2) + tensor.size(-1)))
+    with torch.no_grad():
+        return tensor.uniform_(-bound, bound)
+
+
+class SharedGCNConv(nn.Module):
+    r"""Graph convolution (Kipf & Welling 2017) on a topology shared by all cells of a batch.
+
+    :math:`X' = \hat D^{-1/2} \hat A \hat D^{-1/2} X W + b`, :math:`\hat A = A + I` (remaining self-loops
+    added with weight 1, degree counted on the target), identical to PyG's `GCNConv` defaults.
+    Aggregation is one sparse matrix product `[N, N] @ [N, B·F]` for all cells.
+
+    Shapes: `x` `[N, B, F_in]`, `edge_index` `[2, E]` → `[N, B, F_out]`. With
+    `return_attention_weights=True` also returns `(edge_index with self-loops [2, E'], weights [E', B, 1])`
+    (the symmetric normalisation coefficients, identical for every cell).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, bias: bool = True):
+        super().__init__()
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.lin = nn.Linear(in_channels, out_channels, bias=False)
+        self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Glorot weights and zero bias, as PyG."""
+        _glorot(self.lin.weight)
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+
+    def forward(self, x: Tensor, edge_index: Tensor, return_attention_weights: bool = False):
+        n, b, _ = x.shape
+        x = self.lin(x)
+        edge_index, norm = self.normalize(edge_index, n, x.dtype)
+        out = self.message_and_aggregate(x, edge_index, norm)
+        if self.bias is not None:
+            out = out + self.bias
+        if return_attention_weights:
+            return out, (edge_index, norm.view(-1, 1, 1).expand(-1, b, 1))
+        return out
+
+    @staticmethod
+    def normalize(edge_index: Tensor, num_nodes: int, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        """Add remaining self-loops and compute `deg^-1/2[src] · deg^-1/2[dst]` per edge."""
+        edge_index, _ = add_remaining_self_loops(edge_index, num_nodes=num_nodes)
+        ones = torch.ones(edge_index.size(1), dtype=dtype, device=edge_index.device)
+        deg = scatter(ones, edge_index[1], dim=0, dim_size=num_nodes, reduce="sum")
+        deg_inv_sqrt = deg.pow(-0.5).masked_fill(deg == 0, 0.0)
+        return edge_index, deg_inv_sqrt[edge_index[0]] * deg_inv_sqrt[edge_index[1]]
+
+    @staticmethod
+    def message_and_aggregate(x: Tensor, edge_index: Tensor, norm: Tensor) -> Tensor:
+        """`out[t] = Σ_{s→t} norm · x[s]` as one sparse product over all cells."""
+        n, b, f = x.shape
+        adj = torch.sparse_coo_tensor(edge_index.flip(0), norm, (n, n), check_invariants=False).coalesce()
+        return torch.sparse.mm(adj, x.reshape(n, b * f)).view(n, b, f)
+
+
+class SharedGATConv(nn.Module):
+    r"""Graph attention (GAT, Veličković et al. 2018) on a topology shared by all cells of a batch.
+
+    Per cell `c` and head `h`: :math:`\alpha_{ij} = \mathrm{softmax}_{j \in N(i) \cup \{i\}}
+    (\mathrm{LeakyReLU}_{0.2}(a_s^\top W x_j + a_t^\top W x_i))` and :math:`x'_i = \|_h \sum_j
+    \alpha_{ij} W x_j + b` (heads concatenated, or averaged with `concat=False`). Existing self-loops
+    are replaced by one per node, as PyG's `GATConv` defaults. Attention is computed per cell: α is
+    `[E, B, H]` over the shared edge list.
+
+    Shapes: `x` `[N, B, F_in]`, `edge_index` `[2, E]` → `[N, B, H·C]` (`concat`) or `[N, B, C]`. With
+    `return_attention_weights=True` also returns `(edge_index with self-loops [2, E'], α [E', B, H])`.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        heads: int = 1,
+        concat: bool = True,
+        negative_slope: float = 0.2,
+        dropout: float = 0.0,
+        bias: bool = True,
+    ):
+        super().__init__()
+        self.in_channels, self.out_channels, self.heads = in_channels, out_channels, heads
+        self.concat, self.negative_slope, self.dropout = concat, negative_slope, dropout
+        self.lin = nn.Linear(in_channels, heads * out_channels, bias=False)
+        self.att_src = nn.Parameter(torch.empty(1, heads, out_channels))
+        self.att_dst = nn.Parameter(torch.empty(1, heads, out_channels))
+        self.bias = nn.Parameter(torch.empty(heads * out_channels if concat else out_channels)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Glorot weights and attention vectors, zero bias, as PyG."""
+        _glorot(self.lin.weight)
+        _glorot(self.att_src)
+        _glorot(self.att_dst)
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+
+    def forward(self, x: Tensor, edge_index: Tensor, return_attention_weights: bool = False):
+        n, b, _ = x.shape
+        h, c = self.heads, self.out_channels
+        x = self.lin(x).view(n, b, h, c)
+        alpha_src = (x * self.att_src).sum(-1)  # [N, B, H]
+        alpha_dst = (x * self.att_dst).sum(-1)
+        edge_index, _ = remove_self_loops(edge_index)
+        edge_index, _ = add_self_loops(edge_index, num_nodes=n)
+        src, dst = edge_index
+        alpha = nn.functional.leaky_relu(alpha_src[src] + alpha_dst[dst], self.negative_slope)
+        alpha = softmax(alpha, dst, num_nodes=n, dim=0)  # [E, B, H], normalised per target, cell, head
+        out = self.message_and_aggregate(x, edge_index, nn.functional.dropout(alpha, self.dropout, self.training))
+        out = out.reshape(n, b, h * c) if self.concat else out.mean(dim=2)
+        if self.bias is not None:
+            out = out + self.bias
+        if return_attention_weights:
+            return out, (edge_index, alpha)
+        return out
+
+    @staticmethod
+    def message_and_aggregate(x: Tensor, edge_index: Tensor, alpha: Tensor) -> Tensor:
+        """`out[t] = Σ_{s→t} α[e] · x[s]`: `x` `[N, B, H, C]`, `alpha` `[E, B, H]` → `[N, B, H, C]`."""
+        src, dst = edge_index
+        return scatter(x[src] * alpha.unsqueeze(-1), dst, dim=0, dim_size=x.size(0), reduce="sum")
+
+
+class SharedTransformerConv(nn.Module):
+    r"""Graph transformer (UniMP, Shi et al. 2021) on a topology shared by all cells of a batch.
+
+    Per cell and head: :math:`\alpha_{ij} = \mathrm{softmax}_{j \in N(i)}((W_q x_i)^\top (W_k x_j) /
+    \sqrt{C})` and :math:`x'_i = W_r x_i + \|_h \sum_j \alpha_{ij} W_v x_j`, as PyG's `TransformerConv`
+    defaults (`root_weight=True`, `beta=False`, no self-loops added, biases on all projections).
+
+    Shapes: `x` `[N, B, F_in]`, `edge_index` `[2, E]` → `[N, B, H·C]` (`concat`) or `[N, B, C]`. With
+    `return_attention_weights=True` also returns `(edge_index [2, E], α [E, B, H])`.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        heads: int = 1,
+        concat: bool = True,
+        dropout: float = 0.0,
+        bias: bool = True,
+    ):
+        super().__init__()
+        self.in_channels, self.out_channels, self.heads = in_channels, out_channels, heads
+        self.concat, self.dropout = concat, dropout
+        self.lin_key = nn.Linear(in_channels, heads * out_channels, bias=bias)
+        self.lin_query = nn.Linear(in_channels, heads * out_channels, bias=bias)
+        self.lin_value = nn.Linear(in_channels, heads * out_channels, bias=bias)
+        self.lin_skip = nn.Linear(in_channels, heads * out_channels if concat else out_channels, bias=bias)
+
+    def reset_parameters(self) -> None:
+        """PyTorch default `Linear` initialisation on every projection (as PyG's `Linear` default)."""
+        for lin in (self.lin_key, self.lin_query, self.lin_value, self.lin_skip):
+            lin.reset_parameters()
+
+    def forward(self, x: Tensor, edge_index: Tensor, return_attention_weights: bool = False):
+        n, b, _ = x.shape
+        h, c = self.heads, self.out_channels
+        query = self.lin_query(x).view(n, b, h, c)
+        key = self.lin_key(x).view(n, b, h, c)
+        value = self.lin_value(x).view(n, b, h, c)
+        src, dst = edge_index
+        alpha = (query[dst] * key[src]).sum(-1) / math.sqrt(c)
+        alpha = softmax(alpha, dst, num_nodes=n, dim=0)  # [E, B, H]
+        out = SharedGATConv.message_and_aggregate(
+            value, edge_index, nn.functional.dropout(alpha, self.dropout, self.training)
+        )
+        out = out.reshape(n, b, h * c) if self.concat else out.mean(dim=2)
+        out = out + self.lin_skip(x)
+        if return_attention_weights:
+            return out, (edge_index, alpha)
+        return out
+
+
+def build_shared_conv(layer_type: str, channels: int, heads: int, dropout: float) -> nn.Module:
+    """A `channels → channels` shared-topology layer of `layer_type` (`gcn`, `gat`, `transformer`);
+    attention layers use `heads` heads of width `channels // heads`, concatenated."""
+    if layer_type == "gcn":
+        return SharedGCNConv(channels, channels)
+    if layer_type == "gat":
+        return SharedGATConv(channels, channels // heads, heads=heads, dropout=dropout)
+    if layer_type == "transformer":
+        return SharedTransformerConv(channels, channels // heads, heads=heads, dropout=dropout)
+    raise ValueError(f"Unknown layer_type {layer_type!r}; accepted values: ['gcn', 'gat', 'transformer'].")
+
+
+__all__ = [
+    "TOSGGraph",
+    "ppi_directed",
+    "SharedGCNConv",
+    "SharedGATConv",
+    "SharedTransformerConv",
+    "build_shared_conv",
+]

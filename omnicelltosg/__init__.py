@@ -1,0 +1,1 @@
+"""OmniCellTOSG command line and end-to-end workflows (build → pretrain → fine-tune → signaling)."""

@@ -1,0 +1,324 @@
+"""Tests of CellTOSG-FM: shared-topology layers vs PyG, message direction, serialisation, training."""
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch_geometric.nn import GATConv, GCNConv, TransformerConv
+from transformers import AutoModel, AutoModelForSequenceClassification
+
+from modeling_celltosg import (
+    CellTOSGConfig,
+    CellTOSGForCellClassification,
+    CellTOSGForPretraining,
+    CellTOSGModel,
+    SharedGATConv,
+    SharedGCNConv,
+    SharedTransformerConv,
+    TOSGGraph,
+)
+from modeling_celltosg.training import finetune, pretrain, sample_negative_edges, split_ppi_edges
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+STRING_PPI = DATA / "knowledge" / "string_human_score900_symbols_mossn.tsv.gz"
+LAYER_TYPES = ["gcn", "gat", "transformer"]
+
+
+def toy_graph(version="v1", dim=384, seed=0):
+    """3 transcripts, 3 proteins: t0 → p3, t1 → p4; PPI p3–p4; t2 and p5 are isolated."""
+    g = torch.Generator().manual_seed(seed)
+    return TOSGGraph(
+        num_transcripts=3,
+        num_proteins=3,
+        internal_edge_index=torch.tensor([[0, 1], [3, 4]]),
+        ppi_edge_index=torch.tensor([[3], [4]]),
+        name_embeddings=torch.randn(6, dim, generator=g),
+        description_embeddings=torch.randn(6, dim, generator=g),
+        entity_version=version,
+    )
+
+
+def toy_config(layer_type="gat", **kw):
+    return CellTOSGConfig(num_transcripts=3, num_proteins=3, layer_type=layer_type, entity_version="v1", **kw)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Shared-topology layers = PyG layers applied per cell
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _copy_weights(shared, pyg):
+    with torch.no_grad():
+        if isinstance(shared, SharedGCNConv):
+            pyg.lin.weight.copy_(shared.lin.weight)
+            shared.bias.normal_()
+            pyg.bias.copy_(shared.bias)
+        elif isinstance(shared, SharedGATConv):
+            pyg.lin.weight.copy_(shared.lin.weight)
+            pyg.att_src.copy_(shared.att_src)
+            pyg.att_dst.copy_(shared.att_dst)
+            shared.bias.normal_()
+            pyg.bias.copy_(shared.bias)
+        else:
+            for name in ("lin_key", "lin_query", "lin_value", "lin_skip"):
+                getattr(pyg, name).load_state_dict(getattr(shared, name).state_dict())
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: (SharedGCNConv(5, 4), GCNConv(5, 4)),
+        lambda: (SharedGATConv(5, 4, heads=2), GATConv(5, 4, heads=2)),
+        lambda: (SharedTransformerConv(5, 4, heads=2), TransformerConv(5, 4, heads=2)),
+    ],
+    ids=LAYER_TYPES,
+)
+def test_shared_layers_match_pyg_per_cell(make):
+    torch.manual_seed(0)
+    shared, pyg = make()
+    _copy_weights(shared, pyg)
+    # 7 nodes with a pre-existing self-loop (2→2) and a node without incoming edges (node 0 only sends).
+    edge_index = torch.tensor([[0, 1, 2, 3, 4, 5, 2, 6], [1, 2, 3, 4, 5, 6, 2, 1]])
+    x = torch.randn(7, 3, 5, requires_grad=True)  # [N, B, F]
+
+    out, (att_index, alpha) = shared(x, edge_index, return_attention_weights=True)
+    if isinstance(shared, SharedGCNConv):  # GCNConv has no attention; ours returns its norm coefficients
+        expected = torch.stack([pyg(x[:, c], edge_index) for c in range(x.size(1))], dim=1)
+        assert alpha.shape == (att_index.size(1), 3, 1)
+    else:
+        refs = [pyg(x[:, c], edge_index, return_attention_weights=True) for c in range(x.size(1))]
+        expected = torch.stack([r[0] for r in refs], dim=1)
+        torch.testing.assert_close(att_index, refs[0][1][0])
+        torch.testing.assert_close(alpha, torch.stack([r[1][1] for r in refs], dim=1), rtol=1e-5, atol=1e-6)
+
+    weight = torch.randn_like(out)
+    names = [name for name, _ in shared.named_parameters()]  # our parameter names are PyG's
+    pyg_params = dict(pyg.named_parameters())
+    grads = torch.autograd.grad((out * weight).sum(), [x, *shared.parameters()])
+    grads_ref = torch.autograd.grad((expected * weight).sum(), [x, *(pyg_params[n] for n in names)])
+    for name, grad, grad_ref in zip(["x", *names], grads, grads_ref):
+        torch.testing.assert_close(grad, grad_ref.view_as(grad), rtol=1e-4, atol=1e-5, msg=f"gradient of {name}")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Message direction: transcript → protein
+# ---------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("layer_type", LAYER_TYPES)
+def test_messages_flow_from_transcript_to_protein(layer_type):
+    torch.manual_seed(0)
+    model = CellTOSGModel(toy_config(layer_type)).eval()
+    graph = toy_graph()
+    x = torch.rand(2, 3)
+    x_changed = x.clone()
+    x_changed[:, 0] += 3.0  # change transcript t0 only
+    with torch.no_grad():
+        before = model(x, graph).last_hidden_state
+        after = model(x_changed, graph).last_hidden_state
+    moved = (after - before).abs().amax(dim=(0, 2))  # per node
+    assert moved[3] > 1e-4, "protein p3 must receive from its transcript t0"
+    assert moved[4] > 1e-4, "p4 is a PPI neighbour of p3 and must see the change"
+    assert moved[5] == 0, "p5 has no path from t0 and must be unaffected"
+    assert moved[1] == 0 and moved[2] == 0, "other transcripts must not receive from t0"
+
+
+def test_unmeasured_uses_learned_embedding_not_zero():
+    torch.manual_seed(0)
+    model = CellTOSGModel(toy_config()).eval()
+    graph = toy_graph()
+    x = torch.zeros(1, 3)
+    mask = torch.tensor([[False, True, True]])
+    with torch.no_grad():
+        measured_zero = model(x, graph).last_hidden_state
+        unmeasured = model(x, graph, measured_mask=mask).last_hidden_state
+        unmeasured_other_value = model(x + 5.0 * ~mask, graph, measured_mask=mask).last_hidden_state
+    assert (measured_zero[0, 0] - unmeasured[0, 0]).abs().max() > 1e-4
+    torch.testing.assert_close(unmeasured, unmeasured_other_value)  # value ignored where unmeasured
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Graph / version checks and configuration
+# ---------------------------------------------------------------------------------------------------------
+
+
+def test_entity_version_mismatch_names_both_versions():
+    model = CellTOSGModel(toy_config())
+    with pytest.raises(ValueError) as info:
+        model(torch.rand(2, 3), toy_graph(version="other-hash"))
+    assert "other-hash" in str(info.value) and "v1" in str(info.value)
+
+
+def test_entity_count_mismatch_is_refused():
+    model = CellTOSGModel(CellTOSGConfig(num_transcripts=4, num_proteins=3))
+    with pytest.raises(ValueError, match="expects 4 and 3"):
+        model(torch.rand(2, 3), toy_graph())
+
+
+def test_unknown_layer_type_lists_accepted_values():
+    with pytest.raises(Exception, match="gcn.*gat.*transformer"):
+        CellTOSGConfig(layer_type="sage")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Serialisation: from_pretrained, Auto classes, trust_remote_code
+# ---------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("layer_type", LAYER_TYPES)
+def test_save_and_auto_model_load_give_identical_outputs(tmp_path, layer_type):
+    torch.manual_seed(0)
+    model = CellTOSGModel(toy_config(layer_type)).eval()
+    graph, x = toy_graph(), torch.rand(4, 3)
+    model.save_pretrained(tmp_path)
+    loaded = AutoModel.from_pretrained(tmp_path).eval()
+    assert type(loaded) is CellTOSGModel
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x, graph).last_hidden_state, model(x, graph).last_hidden_state, rtol=0, atol=0)
+    saved = {p.name for p in tmp_path.iterdir()}
+    assert {"configuration_celltosg.py", "modeling_celltosg.py", "graph.py", "model.safetensors"} <= saved
+
+
+REMOTE_SCRIPT = """
+import importlib, sys, torch
+from transformers import AutoModel
+model = AutoModel.from_pretrained(sys.argv[1], trust_remote_code=True).eval()
+assert 'modeling_celltosg' not in sys.modules, 'the local package must not be imported'
+graph_module = importlib.import_module(type(model).__module__.rsplit('.', 1)[0] + '.graph')
+inputs = torch.load(sys.argv[2])
+graph = graph_module.TOSGGraph(**inputs['graph'])
+with torch.no_grad():
+    out = model(inputs['x'], graph).last_hidden_state
+torch.save({'out': out, 'cls': type(model).__module__ + '.' + type(model).__name__}, sys.argv[3])
+"""
+
+
+def test_trust_remote_code_loads_in_fresh_process_without_package(tmp_path):
+    torch.manual_seed(0)
+    model = CellTOSGForPretraining(toy_config("gat")).eval()
+    graph, x = toy_graph(), torch.rand(4, 3)
+    ckpt = tmp_path / "ckpt"
+    model.save_pretrained(ckpt)
+    auto_map = json.loads((ckpt / "config.json").read_text())["auto_map"]
+    assert auto_map["AutoModel"] == "modeling_celltosg.CellTOSGModel"
+    fields = ("num_transcripts", "num_proteins", "internal_edge_index", "ppi_edge_index", "name_embeddings",
+              "description_embeddings", "entity_version")
+    torch.save({"x": x, "graph": {f: getattr(graph, f) for f in fields}}, tmp_path / "inputs.pt")
+    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
+    result = subprocess.run(
+        [sys.executable, "-c", REMOTE_SCRIPT, str(ckpt), str(tmp_path / "inputs.pt"), str(tmp_path / "out.pt")],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    remote = torch.load(tmp_path / "out.pt")
+    assert remote["cls"].startswith("transformers_modules") and remote["cls"].endswith("CellTOSGModel")
+    with torch.no_grad():
+        expected = model.celltosg(x, graph).last_hidden_state
+    torch.testing.assert_close(remote["out"], expected, rtol=0, atol=0)
+
+
+def test_classifier_from_pretraining_checkpoint_reuses_encoder(tmp_path):
+    torch.manual_seed(0)
+    pretrained = CellTOSGForPretraining(toy_config())
+    pretrained.save_pretrained(tmp_path)
+    labels = ["B cell", "T cell", "NK cell"]
+    clf = AutoModelForSequenceClassification.from_pretrained(
+        tmp_path, num_labels=3, id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)}
+    )
+    assert type(clf) is CellTOSGForCellClassification and clf.config.id2label[1] == "T cell"
+    for name, tensor in pretrained.celltosg.state_dict().items():
+        torch.testing.assert_close(clf.celltosg.state_dict()[name], tensor, rtol=0, atol=0)
+    out = clf(torch.rand(2, 3), toy_graph(), labels=torch.tensor([0, 2]))
+    assert out.logits.shape == (2, 3) and out.pooling_weights.shape == (2, 6)
+    torch.testing.assert_close(out.pooling_weights.sum(-1), torch.ones(2))
+    assert torch.isfinite(out.loss)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Training
+# ---------------------------------------------------------------------------------------------------------
+
+
+def test_split_and_negative_sampling():
+    pairs = torch.stack([torch.arange(10, 40), torch.arange(11, 41)])
+    train, test = split_ppi_edges(pairs, held_out_fraction=0.2, seed=1)
+    assert train.size(1) == 24 and test.size(1) == 6
+    as_set = lambda e: {tuple(p) for p in e.t().tolist()}  # noqa: E731
+    assert not as_set(train) & as_set(test) and as_set(train) | as_set(test) == as_set(pairs)
+    neg = sample_negative_edges(200, (10, 41), pairs.flip(0), torch.Generator().manual_seed(0))
+    assert neg.shape == (2, 200) and (neg[0] != neg[1]).all() and (neg >= 10).all() and (neg < 41).all()
+    assert not {tuple(sorted(p)) for p in neg.t().tolist()} & as_set(pairs)
+
+
+def real_string_graph(rows=300):
+    """Small real PPI graph: the first `rows` STRING (score ≥ 900) pairs; one transcript per protein."""
+    pd = pytest.importorskip("pandas")
+    if not STRING_PPI.exists():
+        pytest.skip(f"real data not available: {STRING_PPI} is missing")
+    with gzip.open(STRING_PPI, "rt") as handle:
+        table = pd.read_csv(handle, sep="\t", nrows=rows)
+    genes = sorted(set(table["gene_a"]) | set(table["gene_b"]))
+    index = {g: i for i, g in enumerate(genes)}
+    n = len(genes)
+    pairs = torch.tensor([[index[a] for a in table["gene_a"]], [index[b] for b in table["gene_b"]]]) + n
+    pairs = torch.unique(torch.sort(pairs, dim=0).values, dim=1)
+    pairs = pairs[:, pairs[0] != pairs[1]]
+    g = torch.Generator().manual_seed(0)
+    # Text priors are random here: this test exercises optimisation, not the prior embeddings.
+    return TOSGGraph(
+        num_transcripts=n,
+        num_proteins=n,
+        internal_edge_index=torch.stack([torch.arange(n), torch.arange(n) + n]),
+        ppi_edge_index=pairs,
+        name_embeddings=torch.randn(2 * n, 384, generator=g),
+        description_embeddings=torch.randn(2 * n, 384, generator=g),
+        entity_version="string-first-300",
+    )
+
+
+def test_pretraining_lowers_loss_on_real_ppi():
+    graph = real_string_graph()
+    torch.manual_seed(0)
+    config = CellTOSGConfig(
+        num_transcripts=graph.num_transcripts, num_proteins=graph.num_proteins, hidden_size=16,
+        entity_version=graph.entity_version, mask_ratio=0.2,
+    )
+    model = CellTOSGForPretraining(config)
+    # Random expression: input noise only, the edges to reconstruct are the real STRING pairs.
+    expression = torch.log1p(torch.rand(32, graph.num_transcripts) * 5)
+    measured = torch.rand(32, graph.num_transcripts) > 0.1
+    result = pretrain(model, expression, measured, graph, steps=40, batch_size=8, lr=5e-3, held_out_fraction=0.1,
+                      seed=0, log_every=10)
+    curve = result["loss_curve"]
+    assert len(curve) == 40
+    assert np.mean(curve[-8:]) < np.mean(curve[:8])
+    assert result["n_train_edges"] + result["n_test_edges"] == graph.ppi_edge_index.size(1)
+    assert result["n_cells"] == 32 and 0.0 <= result["auroc"] <= 1.0 and 0.0 <= result["ap"] <= 1.0
+
+
+def test_finetuning_lowers_loss_and_selects_on_validation():
+    torch.manual_seed(0)
+    graph = toy_graph()
+    model = CellTOSGForCellClassification(toy_config(num_labels=2))
+    expression = torch.rand(96, 3) * 3
+    labels = (expression[:, 0] > expression[:, 1]).long()  # learnable toy labelling
+    measured = torch.ones(96, 3, dtype=torch.bool)
+    result = finetune(model, expression, measured, labels, graph, train_idx=range(64), val_idx=range(64, 80),
+                      test_idx=range(80, 96), epochs=8, batch_size=16, lr=1e-2, seed=0)
+    assert result["train_loss_curve"][-1] < result["train_loss_curve"][0]
+    assert result["best_epoch"] == int(np.argmax(result["val_macro_f1_curve"]))
+    assert result["test_predictions"].shape == (16,) and 0.0 <= result["accuracy"] <= 1.0
+
+
+def test_finetune_refuses_overlapping_splits():
+    model = CellTOSGForCellClassification(toy_config(num_labels=2))
+    x = torch.rand(10, 3)
+    with pytest.raises(ValueError, match="overlap"):
+        finetune(model, x, torch.ones(10, 3, dtype=torch.bool), torch.zeros(10, dtype=torch.long), toy_graph(),
+                 train_idx=range(6), val_idx=range(5, 8), test_idx=range(8, 10), epochs=1)
