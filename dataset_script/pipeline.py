@@ -113,7 +113,7 @@ def build_dataset(recipe_path: Path, data_dir: Path, out: Path, *, cells_per_met
     out
         Dataset folder to create (atomically; see :func:`dataset_script.writer.write_dataset`).
     cells_per_metacell
-        Overrides the recipe's ``metacells.cells_per_metacell``.
+        Overrides the recipe's ``metacells.cells_per_metacell`` and every per-dataset value.
     cache_dir
         Where text embeddings are cached between builds (default ``<out>/../.cache``).
 
@@ -152,10 +152,11 @@ def build_dataset(recipe_path: Path, data_dir: Path, out: Path, *, cells_per_met
     n_tx = graph.n_transcripts
 
     cell_tables, panels, reports = [], [], {}
-    for adata in adatas:
+    for entry, adata in zip(recipe["datasets"], adatas):
         info = adata.uns["omnicelltosg"]
         counts = bool(info["values_are_counts"])
-        X, obs = make_metacells(adata, cells_per_metacell=cpm,
+        entry_cpm = int(cells_per_metacell or entry.get("cells_per_metacell", cpm))
+        X, obs = make_metacells(adata, cells_per_metacell=entry_cpm,
                                 min_cells_per_partition=int(mc_cfg.get("min_cells_per_partition", 10)), seed=seed,
                                 progress=(lambda it, total: tqdm(it, total=total, desc=f"meta-cells {info['dataset_id']}",
                                                                  disable=not progress)))
@@ -171,6 +172,7 @@ def build_dataset(recipe_path: Path, data_dir: Path, out: Path, *, cells_per_met
                        "value_transform": info["value_transform"], "n_genes_input": adata.n_vars,
                        "n_genes_mapped": len(measured_idx), "measured_indices": np.asarray(measured_idx, np.int32)})
         reports[info["dataset_id"]] = {**info["gene_mapping"], "n_cells": adata.n_obs, "n_metacells": len(obs),
+                                       "cells_per_metacell": entry_cpm,
                                        "values_are_counts": counts, "mean_purity": float(obs["purity"].mean())}
     cells = pd.concat(cell_tables, ignore_index=True)
     embeddings, encoders = _text_embeddings(graph.entities, cache_dir or Path(out).parent / ".cache", progress)
@@ -215,13 +217,13 @@ def dataset_card(info: dict, cells: pd.DataFrame) -> str:
         f"- entity graph version `{info['entity_version']}`: {info['n_transcripts']:,} transcripts, "
         f"{info['n_proteins']:,} proteins, {info['n_internal_edges']:,} internal edges, "
         f"{info['n_ppi_edges']:,} PPI edges ({info['ppi_source']})",
-        f"- {info['n_metacells']:,} meta-cells, target {info['cells_per_metacell']} cells per meta-cell",
+        f"- {info['n_metacells']:,} meta-cells (target cells per meta-cell per dataset below)",
         f"- text priors: {info['encoders']['name']}", "",
-        "| dataset | cells | meta-cells | genes in | mapped (symbol/alias/Ensembl) | unmapped | counts? | mean purity |",
-        "|---|---|---|---|---|---|---|---|",
+        "| dataset | cells | cells/meta-cell | meta-cells | genes in | mapped (symbol/alias/Ensembl) | unmapped | counts? | mean purity |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for d, r in info["datasets"].items():
-        lines.append(f"| {d} | {r['n_cells']:,} | {r['n_metacells']:,} | {r['n_input']:,} | "
+        lines.append(f"| {d} | {r['n_cells']:,} | {r['cells_per_metacell']} | {r['n_metacells']:,} | {r['n_input']:,} | "
                      f"{r['by_symbol']}/{r['by_alias']}/{r['by_ensembl']} | {r['unmapped']} | "
                      f"{r['values_are_counts']} | {r['mean_purity']:.3f} |")
     lines += ["", "## Configs", ""] + [f"- `{c}`" for c in info["configs"]]

@@ -54,10 +54,12 @@ def cell_configs(cells: pd.DataFrame, disease_synonyms: dict[str, list[str]]) ->
     ValueError
         If two different (tissue, disease) pairs would get the same config name.
     """
-    files = [{"split": "train", "path": "data/cells/*.parquet"}]
-    configs = [{"config_name": "all", "default": True, "data_files": files}]
+    def files() -> list[dict]:  # a fresh list per config keeps the YAML free of anchors
+        return [{"split": "train", "path": "data/cells/*.parquet"}]
+
+    configs = [{"config_name": "all", "default": True, "data_files": files()}]
     for tissue in sorted(cells["tissue_general"].unique()):
-        configs.append({"config_name": slug(tissue), "data_files": files,
+        configs.append({"config_name": slug(tissue), "data_files": files(),
                         "filters": [["tissue_general", "==", tissue]]})
     seen: dict[str, tuple] = {}
     pairs = cells[["tissue_general", "disease"]].drop_duplicates().sort_values(["tissue_general", "disease"])
@@ -66,7 +68,7 @@ def cell_configs(cells: pd.DataFrame, disease_synonyms: dict[str, list[str]]) ->
         if name in seen and seen[name] != (tissue, disease):
             raise ValueError(f"Config name {name!r} would serve both {seen[name]} and {(tissue, disease)}")
         seen[name] = (tissue, disease)
-        configs.append({"config_name": name, "data_files": files,
+        configs.append({"config_name": name, "data_files": files(),
                         "filters": [["tissue_general", "==", tissue], ["disease", "==", disease]]})
     for name in SHARED_CONFIGS:
         configs.append({"config_name": name, "data_files": [{"split": "train", "path": f"data/{name}.parquet"}]})

@@ -1,0 +1,49 @@
+"""Shared fixtures: the real data folder and a small real dataset built once per test session."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+RECIPE = Path(__file__).resolve().parents[1] / "build" / "demo.yaml"
+
+requires_data = pytest.mark.skipif(not (DATA / "scrna").exists(),
+                                   reason=f"real data folder {DATA} is absent (it sits beside the checkout in CI)")
+
+
+def small_recipe() -> dict:
+    """The demo recipe restricted to the two blood datasets (Kang and OneK1K), 10 cells/meta-cell.
+
+    The oligodendroglioma file alone brings ~9,400 genes, whose text priors would dominate the test
+    time; it is exercised separately by the ingest tests.
+    """
+    recipe = copy.deepcopy(yaml.safe_load(RECIPE.read_text()))
+    recipe["datasets"] = [d for d in recipe["datasets"] if d["dataset_id"] in {"kang2018_muscat", "onek1k_scdesignpop"}]
+    for d in recipe["datasets"]:
+        d["cells_per_metacell"] = 10
+    return recipe
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    if not (DATA / "scrna").exists():
+        pytest.skip(f"real data folder {DATA} is absent (it sits beside the checkout in CI)")
+    return DATA
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory, data_dir) -> tuple[Path, dict, dict]:
+    """(dataset folder, build_info, recipe) of the small real build."""
+    from dataset_script.pipeline import build_dataset
+
+    root = tmp_path_factory.mktemp("build")
+    recipe = small_recipe()
+    recipe_path = root / "recipe.yaml"
+    recipe_path.write_text(yaml.safe_dump(recipe))
+    out = root / "dataset"
+    info = build_dataset(recipe_path, data_dir, out, progress=False)
+    return out, info, recipe

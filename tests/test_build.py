@@ -1,0 +1,173 @@
+"""The dataset build on real data: meta-cells, entity graph, text priors, configs, bad input."""
+
+from __future__ import annotations
+
+import gzip
+
+import anndata as ad
+import datasets
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from dataset_script.ingest import read_dataset, values_are_counts
+from dataset_script.knowledge import load_gene_table
+from dataset_script.pipeline import build_dataset
+
+from .conftest import RECIPE, small_recipe
+
+
+def _cells(path, config="all"):
+    return datasets.load_dataset(str(path), config, split="train").to_pandas()
+
+
+def test_every_declared_config_loads(built):
+    out, info, _ = built
+    names = datasets.get_dataset_config_names(str(out))
+    assert set(info["configs"]) == set(names)
+    assert {"all", "blood", "blood_sle", "blood_normal", "entities", "edges", "embeddings", "gene_panels"} <= set(names)
+    cells = _cells(out)
+    assert len(cells) == info["n_metacells"]
+    sle = _cells(out, "blood_sle")
+    normal = _cells(out, "blood_normal")
+    assert set(sle["disease"]) == {"systemic lupus erythematosus"} and set(normal["disease"]) == {"normal"}
+    assert len(sle) + len(normal) == len(_cells(out, "blood")) == len(cells)
+    assert len(datasets.load_dataset(str(out), "entities", split="train")) == info["n_transcripts"] + info["n_proteins"]
+
+
+def test_metacells_conserve_counts_per_partition(built, data_dir):
+    """Summed meta-cell expression of each (donor, condition) equals the raw counts of that
+    partition over the mapped genes, computed independently from the h5ad."""
+    out, info, recipe = built
+    cells = _cells(out)
+    kang = cells[cells["dataset_id"] == "kang2018_muscat"]
+    raw = ad.read_h5ad(data_dir / recipe["datasets"][0]["path"])
+    genes = load_gene_table(data_dir / "knowledge")
+    adata = read_dataset(recipe["datasets"][0], data_dir, genes)
+    entities = _cells(out, "entities")
+    measured_symbols = set(entities.loc[entities["entity_type"] == "transcript", "entity_id"])
+    entity_of = genes.table.set_index("entrez_id")["entity_id"]
+    mapped = np.array([bool(e) and entity_of[e] in measured_symbols for e in adata.var["entrez_id"]])
+    for (donor, cond), group in kang.groupby(["donor_id", "condition"]):
+        sel = (raw.obs["donor_id"].astype(str) == donor.split(":")[1]).to_numpy() & \
+              (raw.obs["condition"].astype(str).map({"ctrl": "control", "stim": "stim"}) == cond).to_numpy()
+        expected = raw.X[sel][:, mapped].sum()
+        got = sum(float(np.sum(v)) for v in group["expression_values"])
+        assert got == pytest.approx(float(expected), rel=1e-6)
+        assert group["n_cells"].sum() == sel.sum()
+        assert group["donor_id"].nunique() == 1
+    assert ((cells["purity"] > 0) & (cells["purity"] <= 1)).all()
+    assert (cells["n_cells"] >= 1).all()
+
+
+def test_entity_graph_contract(built, data_dir):
+    out, info, _ = built
+    ent = _cells(out, "entities")
+    edges = _cells(out, "edges")
+    nt = info["n_transcripts"]
+    assert (ent["entity_type"].iloc[:nt] == "transcript").all() and (ent["entity_type"].iloc[nt:] == "protein").all()
+    internal = edges[edges["relation"] == "internal"]
+    ppi = edges[edges["relation"] == "ppi"]
+    assert (internal["source"] < nt).all() and (internal["target"] >= nt).all()
+    assert (ppi["source"] >= nt).all() and (ppi["target"] >= nt).all()
+    assert not ppi.duplicated(["source", "target"]).any() and (ppi["source"] < ppi["target"]).all()
+    assert (ppi["weight"] >= 0.9).all()
+    # An independent read of STRING: every pair among the graph's proteins' genes is present.
+    string = pd.read_csv(data_dir / "knowledge" / "string_human_score900_symbols_mossn.tsv.gz", sep="\t")
+    sym = ent.set_index("entity_index")["symbol"]
+    got = {frozenset((sym[s], sym[t])) for s, t in zip(ppi["source"], ppi["target"])}
+    proteins = set(ent.loc[ent["entity_type"] == "protein", "symbol"])
+    expected = {frozenset((a, b)) for a, b in zip(string["gene_a"], string["gene_b"])
+                if a in proteins and b in proteins and a != b}
+    assert len(expected) > 100
+    assert len(expected - got) / len(expected) < 0.02  # symbols shared by two proteins may merge a pair
+    # Descriptions carry GO text; proteins carry Swiss-Prot sequences.
+    assert ent.loc[ent["symbol"] == "ISG15", "description"].iloc[0].lower().count("process") >= 1
+    prot = ent[ent["entity_type"] == "protein"]
+    assert (prot["sequence"].str.len() > 0).mean() > 0.85
+
+
+def test_text_priors_match_sentence_transformers(built):
+    """The stored MiniLM embeddings equal sentence-transformers' own encoding of the same texts."""
+    from sentence_transformers import SentenceTransformer
+
+    from modeling_celltosg.encoders import default_text_encoder_path
+
+    out, _, _ = built
+    ent = _cells(out, "entities")
+    emb = datasets.load_dataset(str(out), "embeddings", split="train").with_format("numpy")
+    desc = np.asarray(emb["description_embedding"])
+    assert desc.shape == (len(ent), 384)
+    pick = [0, 5, len(ent) - 1]
+    st = SentenceTransformer(str(default_text_encoder_path()), device="cpu")
+    st.max_seq_length = 96
+    ref = st.encode([ent["description"].iloc[i] for i in pick], normalize_embeddings=True)
+    np.testing.assert_allclose(desc[pick], ref, atol=2e-4)
+
+
+def test_non_count_input_is_detected(data_dir):
+    recipe = yaml.safe_load(RECIPE.read_text())
+    oligo = next(d for d in recipe["datasets"] if d["dataset_id"].startswith("tirosh"))
+    kang = next(d for d in recipe["datasets"] if d["dataset_id"].startswith("kang"))
+    genes = load_gene_table(data_dir / "knowledge")
+    a = read_dataset(oligo, data_dir, genes)
+    assert a.uns["omnicelltosg"]["values_are_counts"] is False
+    assert set(a.obs["condition"]) == {"malignant", "non-malignant"}
+    assert set(a.obs["tissue_general"]) == {"brain"}
+    assert values_are_counts(read_dataset(kang, data_dir, genes).X)
+
+
+def _write_recipe(tmp_path, recipe):
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def _assert_nothing_written(tmp_path):
+    assert not (tmp_path / "out").exists()
+    assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
+
+
+def test_missing_input_file(tmp_path, data_dir):
+    recipe = small_recipe()
+    recipe["datasets"][0]["path"] = "scrna/no_such_file.h5ad"
+    with pytest.raises(FileNotFoundError, match="no_such_file.h5ad"):
+        build_dataset(_write_recipe(tmp_path, recipe), data_dir, tmp_path / "out", progress=False)
+    _assert_nothing_written(tmp_path)
+
+
+def test_missing_metadata_column(tmp_path, data_dir):
+    recipe = small_recipe()
+    recipe["datasets"][0]["columns"]["donor_id"] = "patient"
+    with pytest.raises(ValueError, match=r"lacks obs column\(s\) \['patient'\].*available columns: .*donor_id"):
+        build_dataset(_write_recipe(tmp_path, recipe), data_dir, tmp_path / "out", progress=False)
+    _assert_nothing_written(tmp_path)
+
+
+def test_condition_value_not_in_data(tmp_path, data_dir):
+    recipe = small_recipe()
+    recipe["datasets"][0]["values"]["condition"] = {"ctrl": "control", "stimulated": "stim"}
+    with pytest.raises(ValueError, match=r"not in the data: \['stimulated'\]; values present: \['ctrl', 'stim'\]"):
+        build_dataset(_write_recipe(tmp_path, recipe), data_dir, tmp_path / "out", progress=False)
+    _assert_nothing_written(tmp_path)
+
+
+def test_gene_table_with_duplicate_ids(tmp_path, data_dir):
+    knowledge = tmp_path / "knowledge"
+    knowledge.mkdir()
+    path = knowledge / "orgHsEgDb_3.16_gene_table.tsv.gz"
+    with gzip.open(data_dir / "knowledge" / path.name, "rt") as fh:
+        lines = fh.readlines()
+    with gzip.open(path, "wt") as fh:
+        fh.writelines(lines + [lines[1]])  # repeat the first gene
+    with pytest.raises(ValueError, match=r"duplicate entrez_id values .*\['1'\]"):
+        load_gene_table(knowledge)
+
+
+def test_unknown_cell_type_label_is_reported(tmp_path, data_dir):
+    recipe = small_recipe()
+    del recipe["datasets"][0]["cell_type_map"]["B cells"]
+    with pytest.raises(ValueError, match=r"cell_type_map lacks 1 cell-type label\(s\) .*\['B cells'\]"):
+        build_dataset(_write_recipe(tmp_path, recipe), data_dir, tmp_path / "out", progress=False)
+    _assert_nothing_written(tmp_path)

@@ -1,0 +1,202 @@
+"""Tests of signaling-network inference (paper §2.5, ARCHITECTURE.md §7); p-values are checked against
+`scipy.stats.mannwhitneyu` / `false_discovery_control` directly, everything else by hand."""
+
+import matplotlib.image
+import networkx as nx
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy import stats
+
+from modeling_celltosg import CellTOSGConfig, CellTOSGForCellClassification, TOSGGraph
+from modeling_celltosg.signaling import (
+    EDGE_COLUMNS,
+    NODE_COLUMNS,
+    _undirected_mean,
+    edge_attention,
+    infer_signaling,
+    node_expression,
+    write_signaling,
+)
+
+OFFSETS = np.array([-0.1, 0.1, -0.05, 0.05, 0.0, 0.0])  # zero-mean per-cell jitter (6 cells per group)
+BASE = np.arange(6) * 0.1  # mean 0.25
+
+
+def synthetic_cohort(pairs, case_weight, mu_case, nt):
+    """6 case + 6 control cells. Pair `e` has mean weight `case_weight[e]` in case, 0.5 in control; protein
+    `j` has expression `mu_case[j] + BASE` in case and `1 + BASE[::-1]` in control."""
+    p = len(pairs)
+    weights = np.concatenate([np.asarray(case_weight) + OFFSETS[:, None], 0.5 + OFFSETS[:, None] + np.zeros(p)])
+    expr = np.concatenate([np.asarray(mu_case)[None, :] + BASE[:, None], 1.0 + BASE[::-1, None] + 0 * np.asarray(mu_case)])
+    groups = np.array(["AD"] * 6 + ["CT"] * 6)
+    return torch.tensor(pairs).T + nt, weights.astype(np.float32), expr, groups
+
+
+# A hub with leaves B, C, D and neighbour E; E–F; a separate component G–H. C and E differ case vs control.
+SYMBOLS = list("ABCDEFGH")
+PAIRS = [(0, 1), (0, 2), (0, 3), (0, 4), (4, 5), (6, 7)]
+CASE_W = [0.8, 0.2, 0.4, 0.6, 1.0, 0.3]
+MU_CASE = [1.0, 1.0, 3.0, 1.0, 2.0, 1.0, 1.0, 1.0]
+NT = 8
+
+
+def hand_case(**kw):
+    pairs, weights, expr, groups = synthetic_cohort(PAIRS, CASE_W, MU_CASE, NT)
+    kw = {"top_k": 8, "min_leaves": 2} | kw
+    return infer_signaling(weights, pairs, expr, groups, case="AD", control="CT", symbols=SYMBOLS,
+                           num_transcripts=NT, **kw), expr
+
+
+def test_hand_checked_statistics_and_core():
+    result, expr = hand_case()
+    nodes = result.nodes.set_index("symbol")
+    # node attention = mean of incident mean edge weights: A=(.8+.2+.4+.6)/4, E=(.6+1)/2, ...
+    expected_att = dict(A=0.5, B=0.8, C=0.2, D=0.4, E=0.8, F=1.0, G=0.3, H=0.3)
+    expected_mean = {s: m + 0.25 for s, m in zip(SYMBOLS, MU_CASE)}
+    for s in SYMBOLS:
+        assert nodes.at[s, "attention_case"] == pytest.approx(expected_att[s], abs=1e-6)
+        assert nodes.at[s, "attention_control"] == pytest.approx(0.5, abs=1e-6)
+        assert nodes.at[s, "mean_expression_case"] == pytest.approx(expected_mean[s])
+        assert nodes.at[s, "importance_case"] == pytest.approx(expected_att[s] * expected_mean[s], abs=1e-6)
+        assert nodes.at[s, "importance_control"] == pytest.approx(0.5 * 1.25, abs=1e-6)
+    assert list(result.nodes["symbol"][:6]) == ["E", "F", "B", "C", "A", "D"]  # 1.8, 1.25, 1.0, .65, .625, .5
+    # Mann–Whitney U vs scipy; C and E are completely separated: exact p = 2 / C(12, 6)
+    ref = [stats.mannwhitneyu(expr[:6, j], expr[6:, j], alternative="two-sided") for j in range(8)]
+    ref_p = np.array([r.pvalue for r in ref])
+    order = result.nodes["protein_index"].to_numpy() - NT
+    np.testing.assert_allclose(result.nodes["p_value"], ref_p[order])
+    np.testing.assert_allclose(result.nodes["mwu_statistic"], np.array([r.statistic for r in ref])[order])
+    np.testing.assert_allclose(result.nodes["fdr"], stats.false_discovery_control(ref_p)[order])
+    assert nodes.at["C", "mwu_statistic"] == 36 and nodes.at["A", "p_value"] == pytest.approx(1.0)
+    assert nodes.at["C", "p_value"] == pytest.approx(2 / 924) and nodes.at["C", "fdr"] == pytest.approx(2 / 924 * 8 / 2)
+    assert set(nodes.index[nodes["significant"]]) == {"C", "E"}
+    assert nodes.at["E", "log2_fold_change"] == pytest.approx(np.log2(np.expm1(2.25) / np.expm1(1.25)))
+    # LCC = {A..F}; A keeps C (significant) and B (heavier than D) → D pruned; G–H is another component.
+    assert set(result.core.nodes) == {NT + i for i in (0, 1, 2, 4, 5)}
+    assert {frozenset(e) for e in result.core.edges} == {frozenset((NT + u, NT + v)) for u, v in [(0, 1), (0, 2), (0, 4), (4, 5)]}
+    assert set(nodes.index[nodes["in_core_subgraph"]]) == set("ABCEF")
+    edges = result.edges
+    assert list(edges["weight_case"]) == sorted(edges["weight_case"], reverse=True)
+    row = edges[(edges.source_symbol == "A") & (edges.target_symbol == "D")].iloc[0]
+    assert row.weight_case == pytest.approx(0.4) and row.weight_delta == pytest.approx(-0.1) and not row.in_core_subgraph
+    assert result.core.nodes[NT + 2]["symbol"] == "C" and result.core.nodes[NT + 2]["significant"] is True
+
+
+def test_top_k_keeps_largest_connected_component():
+    result, _ = hand_case(top_k=4)  # {E, F, B, C}: only E–F is an induced edge
+    assert set(result.core.nodes) == {NT + 4, NT + 5}
+    assert result.core.number_of_edges() == 1
+
+
+@pytest.mark.parametrize("min_leaves, kept", [(1, {"L2"}), (2, {"L1", "L2"}), (3, {"L1", "L2", "L3"}), (9, None)])
+def test_star_leaf_pruning_prefers_significant_then_heavy(min_leaves, kept):
+    # Hub H with leaves L1..L5 (L1, L2 significant but light; L2 heavier than L1); H–X–Y keeps H a hub with a non-leaf neighbour.
+    symbols = ["H", "L1", "L2", "L3", "L4", "L5", "X", "Y"]
+    pairs = [(0, 1), (0, 2), (0, 3), (0, 4), (0, 5), (0, 6), (6, 7)]
+    case_w = [0.1, 0.2, 0.9, 0.7, 0.5, 0.6, 0.6]
+    mu_case = [1.0, 3.0, 3.0, 1.0, 1.0, 1.0, 1.0, 1.0]
+    pairs_t, weights, expr, groups = synthetic_cohort(pairs, case_w, mu_case, nt=2)
+    result = infer_signaling(weights, pairs_t, expr, groups, case="AD", control="CT", symbols=symbols,
+                             num_transcripts=2, top_k=8, min_leaves=min_leaves)
+    core_symbols = {result.core.nodes[n]["symbol"] for n in result.core.nodes}
+    leaves = {s for s in core_symbols if s.startswith("L")}
+    if kept is None:  # fewer leaves than min_leaves: nothing pruned
+        assert leaves == {"L1", "L2", "L3", "L4", "L5"}
+    else:
+        assert leaves == kept and len(leaves) == min_leaves
+    assert {"H", "X", "Y"} <= core_symbols  # Y is X's only leaf; X and H are not pruned
+    assert nx.is_connected(result.core)
+
+
+def test_undirected_mean_of_reciprocal_and_one_way_edges():
+    # 1→2 (0.2) and 2→1 (0.6): mean 0.4; 3→1 only (0.5): kept; self-loop 2→2 dropped; 0→3 twice: summed.
+    edge_index = torch.tensor([[1, 2, 3, 2, 0, 0], [2, 1, 1, 2, 3, 3]])
+    values = torch.tensor([[0.2], [0.6], [0.5], [9.0], [0.1], [0.3]])
+    pairs, mean = _undirected_mean(edge_index, values, num_nodes=4)
+    assert pairs.tolist() == [[0, 1, 1], [3, 2, 3]]
+    torch.testing.assert_close(mean[:, 0], torch.tensor([0.4, 0.4, 0.5]))
+
+
+def tiny_model_and_graph(layer_type):
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    graph = TOSGGraph(
+        num_transcripts=4, num_proteins=4,
+        internal_edge_index=torch.tensor([[0, 1, 2, 3], [4, 5, 6, 7]]),
+        ppi_edge_index=torch.tensor([[4, 5, 6, 4], [5, 6, 7, 6]]),
+        name_embeddings=torch.randn(8, 384, generator=g), description_embeddings=torch.randn(8, 384, generator=g),
+        entity_version="v1",
+    )
+    config = CellTOSGConfig(num_transcripts=4, num_proteins=4, layer_type=layer_type, entity_version="v1",
+                            num_layers=2, num_heads=2, hidden_size=8, num_labels=2)
+    return CellTOSGForCellClassification(config), graph
+
+
+@pytest.mark.parametrize("layer_type", ["gat", "transformer", "gcn"])
+def test_edge_attention_matches_raw_model_output(layer_type):
+    model, graph = tiny_model_and_graph(layer_type)
+    model.train()
+    x = torch.log1p(torch.rand(7, 4, generator=torch.Generator().manual_seed(1)) * 5)
+    mask = torch.ones(7, 4, dtype=torch.bool)
+    mask[0, 1] = False
+    pairs, weights = edge_attention(model, x, mask, graph, batch_size=3)
+    assert model.training  # training flag restored
+    assert pairs.tolist() == [[4, 4, 5, 6], [5, 6, 6, 7]]
+    assert weights.shape == (7, 4) and weights.dtype == np.float32 and (weights >= 0).all()
+    model.eval()
+    with torch.no_grad():
+        out = model(x, graph, measured_mask=mask, output_attentions=True)
+    summed = sum(a.sum(-1) for a in out.attentions)  # [E_dir, B]
+    src, dst = out.attention_edge_index.tolist()
+    for p, (u, v) in enumerate(pairs.T.tolist()):
+        both = [summed[e] for e in range(len(src)) if {src[e], dst[e]} == {u, v}]
+        assert len(both) == 2  # the model always passes both directions
+        np.testing.assert_allclose(weights[:, p], (both[0] + both[1]).numpy() / 2, rtol=1e-5, atol=1e-6)
+    if layer_type != "gcn":  # attention differs between cells
+        assert weights.std(axis=0).max() > 0
+
+
+def test_node_expression_picks_highest_scaled_transcript():
+    graph = TOSGGraph(
+        num_transcripts=3, num_proteins=3,
+        internal_edge_index=torch.tensor([[0, 1, 2], [3, 3, 4]]),  # t0, t1 → p3; t2 → p4; p5 has none
+        ppi_edge_index=torch.tensor([[3], [4]]),
+        name_embeddings=torch.zeros(6, 4), description_embeddings=torch.zeros(6, 4), entity_version="v",
+    )
+    # min–max scaled means: t0 = (0, .1, 1) → .367; t1 = (0, 1, 1) → .667 although t0 has the larger raw mean.
+    expr = np.array([[0.0, 5.0, 1.0], [1.0, 6.0, 2.0], [10.0, 6.0, 3.0]])
+    out = node_expression(expr, graph)
+    np.testing.assert_array_equal(out[:, 0], expr[:, 1])
+    np.testing.assert_array_equal(out[:, 1], expr[:, 2])
+    assert np.isnan(out[:, 2]).all() and out.shape == (3, 3)
+
+
+def test_errors_list_available_groups_and_shapes():
+    pairs, weights, expr, groups = synthetic_cohort(PAIRS, CASE_W, MU_CASE, NT)
+    kw = dict(symbols=SYMBOLS, num_transcripts=NT)
+    with pytest.raises(ValueError, match=r"case='PD'.*available groups: \['AD', 'CT'\]"):
+        infer_signaling(weights, pairs, expr, groups, case="PD", control="CT", **kw)
+    with pytest.raises(ValueError, match=r"control='x'.*\['AD', 'CT'\]"):
+        infer_signaling(weights, pairs, expr, groups, case="AD", control="x", **kw)
+    with pytest.raises(ValueError, match="weights must be"):
+        infer_signaling(weights[:, :-1], pairs, expr, groups, case="AD", control="CT", **kw)
+    with pytest.raises(ValueError, match="one label per cell"):
+        infer_signaling(weights, pairs, expr, groups[:-1], case="AD", control="CT", **kw)
+    with pytest.raises(ValueError, match="len\\(symbols\\)"):
+        infer_signaling(weights, pairs, expr, groups, case="AD", control="CT", symbols=SYMBOLS[:-1], num_transcripts=NT)
+
+
+def test_write_signaling_outputs(tmp_path):
+    result, _ = hand_case()
+    paths = write_signaling(result, tmp_path / "out", title="AD vs CT (toy)")
+    assert {p.name for p in (tmp_path / "out").iterdir()} == {
+        "signaling_nodes.csv", "signaling_edges.csv", "signaling_core.graphml", "signaling_network.png"}
+    nodes, edges = pd.read_csv(paths["nodes"]), pd.read_csv(paths["edges"])
+    assert list(nodes.columns) == NODE_COLUMNS and list(edges.columns) == EDGE_COLUMNS
+    assert len(nodes) == 8 and len(edges) == 6 and nodes["symbol"].iloc[0] == "E"
+    core = nx.read_graphml(paths["graphml"])
+    assert core.number_of_nodes() == 5 and {d["symbol"] for _, d in core.nodes(data=True)} == set("ABCEF")
+    image = matplotlib.image.imread(paths["figure"])
+    assert image.shape[0] > 400 and image.shape[1] > 400 and image[..., :3].std() > 0.05
