@@ -349,6 +349,32 @@ def infer_signaling(
 # ----------------------------------------------------------------------------------------------------------
 
 
+def _place_labels(ax, core, pos, nodes, sizes, sig, label_all: bool, scale: float) -> None:
+    """Label significant nodes (bold) and, for small cores, all others; each label goes above its node,
+    else below, right or left, whichever first avoids the labels already placed (greedy, significant and
+    large nodes first)."""
+    from matplotlib import patheffects
+
+    renderer = ax.figure.canvas.get_renderer()
+    placed = []
+    for i in sorted(range(len(nodes)), key=lambda i: (not sig[i], -sizes[i])):
+        if not (sig[i] or label_all):
+            continue
+        r = 2 + np.sqrt(sizes[i]) / 2
+        candidates = ((0, r, "center", "bottom"), (0, -r, "center", "top"), (r, 0, "left", "center"),
+                      (-r, 0, "right", "center"))
+        for k, (dx, dy, ha, va) in enumerate(candidates):
+            text = ax.annotate(core.nodes[nodes[i]]["symbol"], pos[nodes[i]], xytext=(dx, dy), textcoords="offset points",
+                               ha=ha, va=va, fontsize=(8.5 if sig[i] else 6.5) * scale, zorder=4,
+                               fontweight="bold" if sig[i] else "normal",
+                               path_effects=[patheffects.withStroke(linewidth=2.5, foreground="white")])
+            box = text.get_window_extent(renderer)
+            if k == len(candidates) - 1 or not any(box.overlaps(other) for other in placed):
+                break  # a free spot, or the last candidate (kept even if it overlaps)
+            text.remove()
+        placed.append(box)
+
+
 def _draw_network(result: SignalingResult, path: Path, title: str) -> None:
     """The core subgraph as a PNG: spring layout (seed 0), size ∝ case importance, colour = log2 fold
     change (diverging, centred at 0), significant genes outlined in black and labelled in bold."""
@@ -358,21 +384,26 @@ def _draw_network(result: SignalingResult, path: Path, title: str) -> None:
     from matplotlib.lines import Line2D
 
     core = result.core
-    fig = Figure(figsize=(10, 8.5), dpi=150)
+    n_nodes = core.number_of_nodes()
+    side = float(np.clip(7 + n_nodes / 12, 8, 16))  # larger canvas for larger cores
+    fig = Figure(figsize=(side * 1.15, side), dpi=150)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     ax.set_axis_off()
-    fig.suptitle(title, fontsize=14, fontweight="bold")
+    scale = side / 9  # font scale, so labels keep their printed size relative to the canvas
+    fig.suptitle(title, fontsize=14 * scale, fontweight="bold")
+    fig.subplots_adjust(top=1 - 1.3 / side, bottom=0.5 / side)
     ax.set_title(f"{result.case} vs {result.control}: {core.number_of_nodes()} genes, "
-                 f"{core.number_of_edges()} interactions", fontsize=10)
+                 f"{core.number_of_edges()} interactions", fontsize=10 * scale, pad=12 * scale)
     if core.number_of_nodes() == 0:
         ax.text(0.5, 0.5, "empty core subgraph", ha="center", va="center", transform=ax.transAxes)
         fig.savefig(path, format="png")
         return
     nodes = sorted(core.nodes)
-    pos = nx.spring_layout(core, seed=0, k=1.5 / np.sqrt(len(nodes)), weight=None)
+    pos = nx.spring_layout(core, seed=0, k=2.0 / np.sqrt(len(nodes)), iterations=200, weight=None)
     imp = np.nan_to_num(np.array([core.nodes[n]["importance_case"] for n in nodes], float), nan=0.0)
-    sizes = 150 + 1350 * (imp - imp.min()) / (np.ptp(imp) or 1.0)
+    max_size = float(np.clip(1500 * np.sqrt(15 / len(nodes)), 300, 1500))
+    sizes = max_size * (0.12 + 0.88 * (imp - imp.min()) / (np.ptp(imp) or 1.0))
     lfc = np.nan_to_num(np.array([core.nodes[n]["log2_fold_change"] for n in nodes], float), nan=0.0)
     bound = max(float(np.abs(lfc).max()), 1e-3)
     sig = np.array([bool(core.nodes[n]["significant"]) for n in nodes])
@@ -382,22 +413,18 @@ def _draw_network(result: SignalingResult, path: Path, title: str) -> None:
     scatter = ax.scatter([pos[n][0] for n in nodes], [pos[n][1] for n in nodes], s=sizes, c=lfc, cmap="RdBu_r",
                          norm=TwoSlopeNorm(0.0, -bound, bound), edgecolors=np.where(sig, "black", "#bdbdbd"),
                          linewidths=np.where(sig, 2.5, 0.8), zorder=3)
-    label_all = len(nodes) <= 40
-    for n, s in zip(nodes, sig):
-        if s or label_all:
-            ax.annotate(core.nodes[n]["symbol"], pos[n], xytext=(0, 9 + np.sqrt(sizes[nodes.index(n)]) / 2),
-                        textcoords="offset points", ha="center", fontsize=9 if s else 7,
-                        fontweight="bold" if s else "normal", zorder=4,
-                        bbox=dict(boxstyle="round,pad=0.1", fc="white", ec="none", alpha=0.6))
-    fig.colorbar(scatter, ax=ax, shrink=0.6, pad=0.02, label=f"log2 fold change ({result.case} / {result.control})")
+    ax.margins(0.08)
+    _place_labels(ax, core, pos, nodes, sizes, sig, len(nodes) <= 40, scale)
+    bar = fig.colorbar(scatter, ax=ax, shrink=0.6, pad=0.02)
+    bar.set_label(f"log2 fold change ({result.case} / {result.control})", fontsize=10 * scale)
+    bar.ax.tick_params(labelsize=8 * scale)
     handles = [
         Line2D([], [], marker="o", ls="", ms=10, mfc="white", mec="black", mew=2.5, label="significant (FDR)"),
         Line2D([], [], marker="o", ls="", ms=10, mfc="white", mec="#bdbdbd", mew=0.8, label="not significant"),
         Line2D([], [], marker="o", ls="", ms=5, mfc="#999999", mec="none", label="size ∝ importance (case)"),
         Line2D([], [], color="#8c8c8c", lw=3, label="width ∝ attention (case)"),
     ]
-    ax.legend(handles=handles, loc="lower left", fontsize=8, frameon=True, framealpha=0.9)
-    ax.margins(0.08)
+    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=4, fontsize=8 * scale, frameon=False)
     fig.savefig(path, format="png", bbox_inches="tight")
 
 

@@ -1,0 +1,107 @@
+"""Cohorts, training and the model round trip on the small real build (tests/conftest.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from dataset_script.loader import donor_split, load_cohort, load_graph
+
+
+@pytest.fixture(scope="module")
+def graph(built):
+    return load_graph(built[0])
+
+
+@pytest.fixture(scope="module")
+def kang(built):
+    return load_cohort(built[0], conditions={"dataset_id": "KANG2018_MUSCAT"}, label_column="condition", seed=0)
+
+
+def test_kang_cohort_is_split_by_donor(kang):
+    donors = np.asarray(kang.cells["donor_id"])
+    train, val, test = (set(donors[kang.splits[s]]) for s in ("train", "validation", "test"))
+    assert not train & test and len(train | test) == 2
+    assert val <= train and kang.validation_level == "meta-cell"  # two donors: validation from train donors
+    assert kang.label_names == ["control", "stim"]
+    all_idx = np.concatenate([kang.splits[s] for s in ("train", "validation", "test")])
+    assert sorted(all_idx) == list(range(len(kang.cells)))  # a partition of the cohort
+    for s in ("train", "validation", "test"):
+        assert set(kang.labels[kang.splits[s]]) == {0, 1}
+
+
+def test_expression_is_log_normalised(kang, built):
+    x, mask, y = kang.tensors()
+    row = kang.cells[0]
+    raw = np.asarray(row["expression_values"], dtype=np.float64)
+    expected = np.log1p(raw / raw.sum() * 1e4)
+    np.testing.assert_allclose(x[0, row["expression_indices"]].numpy(), expected, rtol=1e-5)
+    assert mask[0].sum() == len(kang.measured["kang2018_muscat"]) and not mask[0, ~mask[0]].any()
+    assert x[:, ~mask[0]].abs().sum() == 0
+
+
+def test_donor_split_many_donors_has_donor_level_validation():
+    rng = np.random.default_rng(1)
+    donors = np.repeat([f"d{i}" for i in range(20)], rng.integers(5, 30, size=20))
+    labels = rng.integers(0, 3, size=len(donors))
+    s = donor_split(donors, labels, val_fraction=0.15, test_fraction=0.2, seed=3)
+    sets = [set(donors[s[k]]) for k in ("train", "validation", "test")]
+    assert not (sets[0] & sets[1] or sets[0] & sets[2] or sets[1] & sets[2])
+    assert str(s["validation_level"]) == "donor"
+    assert 0.1 < len(s["test"]) / len(donors) < 0.4
+    again = donor_split(donors, labels, val_fraction=0.15, test_fraction=0.2, seed=3)
+    assert all(np.array_equal(s[k], again[k]) for k in ("train", "validation", "test"))
+
+
+def test_query_errors_list_what_is_available(built):
+    with pytest.raises(KeyError, match="Unknown metadata field.*'tissue_general'"):
+        load_cohort(built[0], conditions={"organ": "blood"}, label_column="condition")
+    with pytest.raises(ValueError, match=r"No meta-cells match.*'condition': \['control', 'stim'\]"):
+        load_cohort(built[0], conditions={"dataset_id": "kang2018_muscat", "condition": "LPS"}, label_column="condition")
+    with pytest.raises(ValueError, match="Config 'lung' not in the dataset"):
+        load_cohort(built[0], config="lung", label_column="condition")
+
+
+def test_pretraining_steps_lower_loss_and_round_trip(built, graph, tmp_path):
+    from transformers import AutoModel
+
+    from dataset_script.loader import expression_tensors, gene_panels, load_cells
+    from modeling_celltosg import CellTOSGConfig, CellTOSGForPretraining
+    from modeling_celltosg.training import pretrain
+
+    g, _ = graph
+    cells = load_cells(built[0], conditions={"dataset_id": "kang2018_muscat"})
+    x, m = expression_tensors(cells, g.num_transcripts, gene_panels(built[0]))
+    torch.manual_seed(0)
+    cfg = CellTOSGConfig(num_transcripts=g.num_transcripts, num_proteins=g.num_proteins, hidden_size=16,
+                         layer_type="gat", num_heads=2, dropout=0.0, entity_version=g.entity_version)
+    model = CellTOSGForPretraining(cfg)
+    res = pretrain(model, x, m, g, steps=30, batch_size=4, lr=3e-3, seed=0, eval_max_cells=16)
+    curve = res["loss_curve"]
+    assert np.mean(curve[-8:]) < 0.9 * np.mean(curve[:8])
+    assert 0.0 <= res["auroc"] <= 1.0 and res["n_test_edges"] > 0
+    model.save_pretrained(tmp_path / "ckpt")
+    loaded = AutoModel.from_pretrained(tmp_path / "ckpt").eval()
+    model.eval()
+    with torch.no_grad():
+        a = model.celltosg(expression=x[:3], graph=g, measured_mask=m[:3]).last_hidden_state
+        b = loaded(expression=x[:3], graph=g, measured_mask=m[:3]).last_hidden_state
+    assert torch.equal(a, b)
+
+
+def test_finetuning_lowers_loss_on_real_cohort(kang, graph):
+    from modeling_celltosg import CellTOSGConfig, CellTOSGForCellClassification
+    from modeling_celltosg.training import finetune
+
+    g, _ = graph
+    x, m, y = kang.tensors()
+    torch.manual_seed(0)
+    cfg = CellTOSGConfig(num_transcripts=g.num_transcripts, num_proteins=g.num_proteins, hidden_size=16,
+                         layer_type="gcn", dropout=0.0, entity_version=g.entity_version, num_labels=2)
+    res = finetune(CellTOSGForCellClassification(cfg), x, m, y, g, train_idx=torch.as_tensor(kang.splits["train"]),
+                   val_idx=torch.as_tensor(kang.splits["validation"]), test_idx=torch.as_tensor(kang.splits["test"]),
+                   epochs=4, batch_size=8, lr=3e-3, seed=0)
+    assert res["train_loss_curve"][-1] < res["train_loss_curve"][0]
+    assert res["best_epoch"] == int(np.argmax(res["val_macro_f1_curve"]))
+    assert len(res["test_predictions"]) == len(kang.splits["test"])
