@@ -58,9 +58,7 @@ class SignalingResult:
     control: object
 
 
-# ----------------------------------------------------------------------------------------------------------
 # 1. Per-cell edge attention
-# ----------------------------------------------------------------------------------------------------------
 
 
 def _undirected_mean(edge_index: Tensor, values: Tensor, num_nodes: int) -> tuple[Tensor, Tensor]:
@@ -141,9 +139,7 @@ def edge_attention(
     return pairs, torch.cat(chunks).numpy().astype(np.float32)
 
 
-# ----------------------------------------------------------------------------------------------------------
 # 2. Per-protein expression
-# ----------------------------------------------------------------------------------------------------------
 
 
 def node_expression(expression_norm: np.ndarray, graph: TOSGGraph) -> np.ndarray:
@@ -178,24 +174,18 @@ def node_expression(expression_norm: np.ndarray, graph: TOSGGraph) -> np.ndarray
     return out
 
 
-# ----------------------------------------------------------------------------------------------------------
 # 3. Statistics, top-k subgraph, pruning
-# ----------------------------------------------------------------------------------------------------------
 
 
-def _prune_star_leaves(graph: nx.Graph, min_leaves: int, significant: dict, weight: dict) -> nx.Graph:
+def _prune_star_leaves(graph: nx.Graph, min_leaves: int) -> nx.Graph:
     """One pass: every hub (degree >= 2) keeps at most `min_leaves` of its degree-1 neighbours, preferring
-    significant leaves, then the heaviest edge (`weight[(hub, leaf)]`), then the lowest index."""
+    `significant` leaves (node attribute), then the heaviest `weight_case` edge, then the lowest index."""
     drop = set()
-    for hub in graph.nodes:
-        if graph.degree[hub] < 2:
-            continue
+    for hub in (n for n in graph.nodes if graph.degree[n] >= 2):
         leaves = [n for n in graph.neighbors(hub) if graph.degree[n] == 1]
-        leaves.sort(key=lambda n: (not significant[n], -weight[hub, n], n))
+        leaves.sort(key=lambda n: (not graph.nodes[n]["significant"], -graph[hub][n]["weight_case"], n))
         drop.update(leaves[min_leaves:])
-    pruned = graph.copy()
-    pruned.remove_nodes_from(drop)
-    return pruned
+    return graph.subgraph(set(graph.nodes) - drop).copy()
 
 
 def _mann_whitney(case: np.ndarray, control: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -326,27 +316,20 @@ def infer_signaling(
     imp = lambda n: float(np.nan_to_num(importance[n - num_transcripts], nan=0.0))  # noqa: E731
     components = sorted(nx.connected_components(sub), key=lambda c: (-len(c), -sum(map(imp, c)), min(c)))
     lcc = sub.subgraph(components[0]).copy()
-    significant = {n: bool(nodes.at[n - num_transcripts, "significant"]) for n in lcc}
-    edge_weight = {}
-    for u, v, d in lcc.edges(data=True):
-        edge_weight[u, v] = edge_weight[v, u] = d["weight_case"]
-    core = _prune_star_leaves(lcc, min_leaves, significant, edge_weight)
-
-    in_core = np.zeros(npr, dtype=bool)
-    in_core[np.fromiter(core.nodes, dtype=np.int64, count=core.number_of_nodes()) - num_transcripts] = True
-    nodes["in_core_subgraph"] = in_core
+    for n in lcc.nodes:  # node-table columns as attributes (plain Python types, for GraphML)
+        row = nodes.iloc[n - num_transcripts]
+        lcc.nodes[n].update({k: (v.item() if hasattr(v, "item") else v) for k, v in row.items() if k != "protein_index"})
+    core = _prune_star_leaves(lcc, min_leaves)
+    nodes["in_core_subgraph"] = nodes["protein_index"].isin(list(core.nodes))
     edges["in_core_subgraph"] = [core.has_edge(u, v) for u, v in pairs.T.tolist()]
     for n in core.nodes:
-        row = nodes.iloc[n - num_transcripts]
-        core.nodes[n].update({k: (v.item() if hasattr(v, "item") else v) for k, v in row.items() if k != "protein_index"})
+        core.nodes[n]["in_core_subgraph"] = True
     nodes = nodes.sort_values(["importance_case", "protein_index"], ascending=[False, True], na_position="last")
     edges = edges.sort_values(["weight_case", "source_index", "target_index"], ascending=[False, True, True])
     return SignalingResult(nodes.reset_index(drop=True), edges.reset_index(drop=True), core, case, control)
 
 
-# ----------------------------------------------------------------------------------------------------------
 # 4. Outputs
-# ----------------------------------------------------------------------------------------------------------
 
 
 def _place_labels(ax, core, pos, nodes, sizes, sig, label_all: bool, scale: float) -> None:

@@ -18,7 +18,7 @@ from dataset_script.loader import expression_tensors, gene_panels, load_cells, l
 from dataset_script.pipeline import DEFAULT_RECIPE, build_dataset, load_recipe
 
 from .figures import plot_curves
-from .report import write_report
+from .report import write_model_card, write_report
 
 #: Demo model and training settings (CPU, 2 cores, < 20 minutes for the whole job).
 MODEL_SETTINGS = {"hidden_size": 16, "num_layers": 2, "layer_type": "gat", "num_heads": 2, "dropout": 0.0,
@@ -133,6 +133,12 @@ def run_demo(data_dir: Path, out: Path, *, recipe: Path = DEFAULT_RECIPE, seed: 
         "save_load_max_abs_diff": roundtrip, "save_load_identical": roundtrip == 0.0,
         "excluded_test_metacells": len(test_ids),
     }
+    write_model_card(pretrained_dir, name="pretrained (PPI edge masking)", config=config, dataset=metrics["dataset"],
+                     training_data=f"{pre['n_cells']:,} meta-cells of all datasets except the fine-tuning test "
+                                   f"meta-cells; {PRETRAIN_SETTINGS['steps']} steps",
+                     metrics={"held-out edge AUROC (random negatives)": pre["auroc"],
+                              "held-out edge AP (random negatives)": pre["ap"],
+                              "held-out PPI edges": pre["n_test_edges"]})
     plot_curves({"loss": pre["loss_curve"]}, out / "pretraining_loss.png", title="CellTOSG-FM pretraining (PPI edge masking)",
                 xlabel="step")
 
@@ -161,6 +167,16 @@ def run_demo(data_dir: Path, out: Path, *, recipe: Path = DEFAULT_RECIPE, seed: 
         plot_curves({"train loss": res["train_loss_curve"], "validation macro-F1": res["val_macro_f1_curve"]},
                     out / f"finetune_{task['name']}.png", title=f"Fine-tuning: {task['name']}", xlabel="epoch")
         clf.save_pretrained(out / "checkpoints" / task["name"])
+        fm = metrics["finetuning"][task["name"]]
+        write_model_card(out / "checkpoints" / task["name"], name=f"fine-tuned: {task['name']}", config=clf.config,
+                         dataset=metrics["dataset"],
+                         training_data=f"{task['conditions']} → `{task['label_column']}`; donor-level split "
+                                       f"(train {len(cohort.splits['train'])} / validation "
+                                       f"{len(cohort.splits['validation'])} / test {len(cohort.splits['test'])} meta-cells)",
+                         metrics={"test accuracy": fm["celltosg_fm"]["accuracy"],
+                                  "test macro-F1": fm["celltosg_fm"]["macro_f1"],
+                                  "logistic regression test macro-F1": fm["logistic_regression"]["macro_f1"],
+                                  "majority class test macro-F1": fm["majority_class"]["macro_f1"]})
         finetuned[task["name"]] = (clf, x, m, cohort)
     timings["finetune"] = time.perf_counter() - t
 

@@ -68,3 +68,23 @@ def write_report(m: dict, path: Path) -> Path:
     tmp.write_text("\n".join(lines) + "\n")
     tmp.replace(path)
     return path
+
+
+MODEL_CARD_TEMPLATE = Path(__file__).resolve().parent.parent / "model_card.md"
+
+
+def write_model_card(checkpoint_dir: Path, *, name: str, config, dataset: dict, training_data: str,
+                     metrics: dict[str, float | str], template: Path = MODEL_CARD_TEMPLATE) -> Path:
+    """Render ``model_card.md`` with a checkpoint's real config, data and metrics into its folder
+    as ``README.md`` (the Hub's model card file)."""
+    rows = "\n".join(["| metric | value |", "|---|---|"] + [
+        f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in metrics.items()])
+    text = Path(template).read_text().format(
+        checkpoint=name, path=str(checkpoint_dir), entity_version=dataset["entity_version"],
+        n_transcripts=dataset["n_transcripts"], n_proteins=dataset["n_proteins"], n_ppi_edges=dataset["n_ppi_edges"],
+        training_data=training_data, metrics=rows, hidden_size=config.hidden_size, num_layers=config.num_layers,
+        layer_type=config.layer_type, num_heads=config.num_heads, dropout=config.dropout,
+        mask_ratio=config.mask_ratio, degree_loss_weight=config.degree_loss_weight)
+    out = Path(checkpoint_dir) / "README.md"
+    out.write_text(text)
+    return out
