@@ -37,6 +37,9 @@ class CellTOSGOmicEncoder(nn.Module):
     value is unknown (not zero) and a learned "unmeasured" embedding is used instead. Proteins are not
     measured: their omic token is one learned protein type embedding `[1, 1, d]`, the same for every cell.
 
+    With `identity` (`[Nt, 1, d]`, the gene's projected priors) the token is
+    `MLP(x) + x · identity`, so the token of a measured gene depends on which gene it is.
+
     Shapes: `expression` float `[B, Nt]`, `measured_mask` bool `[B, Nt]` or None (all measured) →
     transcript tokens `[Nt, B, d]`.
     """
@@ -48,8 +51,11 @@ class CellTOSGOmicEncoder(nn.Module):
         self.unmeasured_embedding = nn.Parameter(torch.zeros(d))
         self.protein_type_embedding = nn.Parameter(torch.zeros(d))
 
-    def forward(self, expression: Tensor, measured_mask: Tensor | None) -> Tensor:
-        transcripts = self.value_mlp(expression.t().unsqueeze(-1))  # [Nt, B, d]
+    def forward(self, expression: Tensor, measured_mask: Tensor | None, identity: Tensor | None = None) -> Tensor:
+        value = expression.t().unsqueeze(-1)  # [Nt, B, 1]
+        transcripts = self.value_mlp(value)  # [Nt, B, d]
+        if identity is not None:  # [Nt, 1, d] gene-identity vector from the priors
+            transcripts = transcripts + value * identity
         if measured_mask is not None:
             transcripts = torch.where(measured_mask.t().unsqueeze(-1), transcripts, self.unmeasured_embedding)
         return transcripts
@@ -61,8 +67,10 @@ class CellTOSGModalityFusion(nn.Module):
 
     For tokens :math:`t_m` (omic, name, description, optional sequence), keys
     :math:`k_m = \tanh(W t_m)`, scores :math:`s_m = q^\top k_m / \sqrt d` with a learned query `q`,
-    weights :math:`w = \mathrm{softmax}_m(s)` per node and cell, output :math:`\mathrm{LN}(\sum_m w_m t_m)`.
-    The weights show how much each node relies on its measurement versus its text priors.
+    weights :math:`w = \mathrm{softmax}_m(s)` per node and cell, output
+    :math:`\mathrm{LN}(t_0 + \sum_m w_m t_m)`: the first (omic) token also enters through a residual
+    path, so a cell's measurement is never averaged away by its cell-independent priors. The weights
+    show how much each node relies on its measurement versus its text priors.
 
     Shapes: tokens each `[N, B, d]` or `[N, 1, d]` (cell-independent priors broadcast) → `[N, B, d]`.
     """
@@ -79,7 +87,7 @@ class CellTOSGModalityFusion(nn.Module):
         scores = [torch.tanh(self.key(t)) @ self.query * scale for t in tokens]  # each [N, B] or [N, 1]
         weights = torch.softmax(torch.stack(torch.broadcast_tensors(*scores), dim=-1), dim=-1)  # [N, B, M]
         fused = sum(weights[..., m : m + 1] * t for m, t in enumerate(tokens))
-        return self.norm(fused)
+        return self.norm(tokens[0] + fused)
 
 
 class CellTOSGEmbeddings(nn.Module):
@@ -108,7 +116,12 @@ class CellTOSGEmbeddings(nn.Module):
         if self.sequence_projection is not None:
             priors.append(self.sequence_projection(graph.sequence_embeddings).unsqueeze(1))
         nt = graph.num_transcripts
-        transcripts = self.fusion([self.omic_encoder(expression, measured_mask)] + [p[:nt] for p in priors])
+        # Gene-aware omic token: the value also scales the gene's own prior vector, so that summing
+        # tokens over genes is a prior-parameterised linear map of the expression profile (a value MLP
+        # alone gives every gene the same token for the same value and pooling then loses the profile).
+        identity = sum(p[:nt] for p in priors)  # [Nt, 1, d]
+        omic = self.omic_encoder(expression, measured_mask, identity)
+        transcripts = self.fusion([omic] + [p[:nt] for p in priors])
         # Protein tokens do not depend on the cell: fuse once ([Np, 1, d]) and broadcast over the batch.
         protein_type = self.omic_encoder.protein_type_embedding.view(1, 1, -1)
         proteins = self.fusion([protein_type] + [p[nt:] for p in priors])
@@ -206,7 +219,7 @@ class CellTOSGPreTrainedModel(PreTrainedModel):
 
     @torch.no_grad()
     def _init_weights(self, module):
-        """Glorot linear weights (as PyG) with zero biases, unit LayerNorms, N(0, 0.02) learned embeddings
+        """Glorot linear weights (as PyG) with zero biases, unit LayerNorm / BatchNorm, N(0, 0.02) learned embeddings
         and queries, Glorot GAT attention vectors."""
         if isinstance(module, nn.Linear):
             init.xavier_uniform_(module.weight)
@@ -215,6 +228,12 @@ class CellTOSGPreTrainedModel(PreTrainedModel):
         elif isinstance(module, nn.LayerNorm):
             init.ones_(module.weight)
             init.zeros_(module.bias)
+        elif isinstance(module, nn.BatchNorm1d):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+            init.zeros_(module.running_mean)
+            init.ones_(module.running_var)
+            init.zeros_(module.num_batches_tracked)
         elif isinstance(module, CellTOSGOmicEncoder):
             init.normal_(module.unmeasured_embedding, std=0.02)
             init.normal_(module.protein_type_embedding, std=0.02)
@@ -442,11 +461,24 @@ class CellTOSGForPretraining(CellTOSGPreTrainedModel):
 # ----------------------------------------------------------------------------------------------------------
 
 
+def measured_node_mask(measured_mask: Tensor | None, graph: TOSGGraph) -> Tensor | None:
+    """Bool `[B, N]`: measured transcripts and every protein with at least one measured transcript
+    (along `graph.internal_edge_index`); None when `measured_mask` is None (everything measured)."""
+    if measured_mask is None:
+        return None
+    src, dst = graph.internal_edge_index
+    proteins = torch.zeros(measured_mask.size(0), graph.num_proteins, device=measured_mask.device)
+    proteins.index_add_(1, dst - graph.num_transcripts, measured_mask[:, src].float())
+    return torch.cat([measured_mask, proteins > 0], dim=1)
+
+
 class CellTOSGAttentionPooling(nn.Module):
     r"""Attention pooling over nodes: :math:`a_{c,n} = \mathrm{softmax}_n(q^\top \tanh(W h_{c,n}) / \sqrt d)`,
     :math:`z_c = \sum_n a_{c,n} h_{c,n}`. Parameters are `O(d²)`, independent of `N`.
 
-    Shapes: `hidden_states` `[B, N, d]` → pooled `[B, d]`, weights `[B, N]`.
+    Shapes: `hidden_states` `[B, N, d]`, optional `node_mask` bool `[B, N]` (nodes that may be pooled;
+    the classifier passes measured transcripts and the proteins they encode, so the thousands of nodes
+    whose state is identical in every cell do not drown the signal) → pooled `[B, d]`, weights `[B, N]`.
     """
 
     def __init__(self, config: CellTOSGConfig):
@@ -455,8 +487,10 @@ class CellTOSGAttentionPooling(nn.Module):
         self.key = nn.Linear(d, d)
         self.query = nn.Parameter(torch.zeros(d))
 
-    def forward(self, hidden_states: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, hidden_states: Tensor, node_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
         scores = torch.tanh(self.key(hidden_states)) @ self.query / math.sqrt(self.query.numel())
+        if node_mask is not None:
+            scores = scores.masked_fill(~node_mask, float("-inf"))
         weights = torch.softmax(scores, dim=-1)
         return torch.einsum("bn,bnd->bd", weights, hidden_states), weights
 
@@ -491,8 +525,12 @@ class CellTOSGForCellClassification(CellTOSGPreTrainedModel):
         d = config.hidden_size
         self.celltosg = CellTOSGModel(config)
         self.pooler = CellTOSGAttentionPooling(config)
+        # BatchNorm first: pooled states differ between cells by a few percent of their magnitude
+        # (most of each node state is the cell-independent prior); standardising across cells
+        # lets the MLP see those differences at unit scale. momentum=None keeps exact running averages
+        # (an exponential average still remembers its initial unit variance after a few dozen steps).
         self.classifier = nn.Sequential(
-            nn.Linear(d, d), nn.GELU(), nn.Dropout(config.dropout), nn.Linear(d, config.num_labels)
+            nn.BatchNorm1d(d, momentum=None), nn.Linear(d, d), nn.GELU(), nn.Dropout(config.dropout), nn.Linear(d, config.num_labels)
         )
         self.post_init()
 
@@ -512,7 +550,7 @@ class CellTOSGForCellClassification(CellTOSGPreTrainedModel):
             expression, graph, measured_mask=measured_mask, ppi_edge_index=ppi_edge_index,
             output_attentions=output_attentions,
         )
-        pooled, weights = self.pooler(outputs.last_hidden_state)
+        pooled, weights = self.pooler(outputs.last_hidden_state, measured_node_mask(measured_mask, graph))
         logits = self.classifier(pooled)
         loss = None
         if labels is not None:

@@ -221,6 +221,32 @@ def predict(
     return torch.cat(chunks) if chunks else torch.empty(0, model.config.num_labels)
 
 
+@torch.no_grad()
+def recalibrate_batchnorm(model, expression: Tensor, measured_mask: Tensor, graph: TOSGGraph, *,
+                          batch_size: int = 16, max_cells: int = 512, device: str = "cpu") -> None:
+    """Recompute BatchNorm running statistics with the current weights over (up to ``max_cells``)
+    training cells — as ``torch.optim.swa_utils.update_bn`` does, with our model's inputs.
+
+    Running averages collected while the encoder was still changing describe an older model; at
+    evaluation they shift the standardised pooled features and predictions collapse to one class.
+    Modules use ``momentum=None`` so the statistics are exact averages over the pass.
+    """
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    was_training = model.training
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    model.train()
+    n = min(len(expression), max_cells)
+    for i in range(0, n, batch_size):
+        if n - i < 2:  # BatchNorm needs at least two cells
+            break
+        model(expression[i : i + batch_size].to(device), graph, measured_mask=measured_mask[i : i + batch_size].to(device))
+    model.train(was_training)
+
+
 def finetune(
     model: CellTOSGForCellClassification,
     expression: Tensor,
@@ -285,6 +311,9 @@ def finetune(
             optimizer.step()
             losses.append(out.loss.item())
         train_losses.append(float(np.mean(losses)))
+        recalib = train_idx[torch.randperm(len(train_idx), generator=generator)]
+        recalibrate_batchnorm(model, expression[recalib], measured_mask[recalib], graph, batch_size=batch_size,
+                              device=device)
         val_pred = predict(model, expression[val_idx], measured_mask[val_idx], graph, batch_size, device).argmax(-1)
         val_f1 = float(f1_score(labels[val_idx].cpu().numpy(), val_pred.numpy(), average="macro"))
         val_f1s.append(val_f1)
@@ -303,4 +332,4 @@ def finetune(
     }
 
 
-__all__ = ["split_ppi_edges", "sample_negative_edges", "pretrain", "finetune", "predict"]
+__all__ = ["split_ppi_edges", "sample_negative_edges", "pretrain", "finetune", "predict", "recalibrate_batchnorm"]
