@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -30,6 +31,9 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``omnicelltosg`` console script; returns the exit status."""
     args = _parser().parse_args(argv)
+    # Everything is local: never let datasets / transformers try a hub.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     try:
         if args.command == "build":
             from dataset_script.pipeline import build_dataset

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 
 import pytest
 import yaml
+
+# Nothing may reach a hub at run time: datasets / transformers work from local folders only.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 RECIPE = Path(__file__).resolve().parents[1] / "build" / "demo.yaml"

@@ -171,3 +171,15 @@ def test_unknown_cell_type_label_is_reported(tmp_path, data_dir):
     with pytest.raises(ValueError, match=r"cell_type_map lacks 1 cell-type label\(s\) .*\['B cells'\]"):
         build_dataset(_write_recipe(tmp_path, recipe), data_dir, tmp_path / "out", progress=False)
     _assert_nothing_written(tmp_path)
+
+
+def test_cli_reports_bad_input_with_exit_status_2(tmp_path, data_dir, capsys):
+    from omnicelltosg.cli import main
+
+    recipe = small_recipe()
+    recipe["datasets"][1]["path"] = "scrna/missing.h5ad"
+    status = main(["build", "--recipe", str(_write_recipe(tmp_path, recipe)), "--data", str(data_dir),
+                   "--out", str(tmp_path / "out")])
+    assert status == 2
+    assert "missing.h5ad" in capsys.readouterr().err
+    _assert_nothing_written(tmp_path)

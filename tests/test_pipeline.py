@@ -105,3 +105,31 @@ def test_finetuning_lowers_loss_on_real_cohort(kang, graph):
     assert res["train_loss_curve"][-1] < res["train_loss_curve"][0]
     assert res["best_epoch"] == int(np.argmax(res["val_macro_f1_curve"]))
     assert len(res["test_predictions"]) == len(kang.splits["test"])
+
+
+def test_signaling_on_real_kang_cohort(kang, graph, tmp_path):
+    """Signaling output shapes on the real graph and cohort (untrained GAT: shapes, not biology)."""
+    from modeling_celltosg import CellTOSGConfig, CellTOSGForCellClassification
+    from modeling_celltosg.signaling import edge_attention, infer_signaling, node_expression, write_signaling
+
+    g, entities = graph
+    x, m, _ = kang.tensors()
+    torch.manual_seed(0)
+    cfg = CellTOSGConfig(num_transcripts=g.num_transcripts, num_proteins=g.num_proteins, hidden_size=8,
+                         layer_type="gat", num_heads=2, dropout=0.0, entity_version=g.entity_version, num_labels=2)
+    idx = np.r_[0:12, len(x) - 12:len(x)]  # both conditions
+    pairs, weights = edge_attention(CellTOSGForCellClassification(cfg).eval(), x[idx], m[idx], g, batch_size=8)
+    assert weights.shape == (len(idx), g.ppi_edge_index.shape[1]) and pairs.shape == (2, weights.shape[1])
+    assert (weights >= 0).all() and np.isfinite(weights).all()
+    groups = np.asarray(kang.cells["condition"])[idx]
+    assert set(groups) == {"control", "stim"}
+    result = infer_signaling(weights, pairs, node_expression(x[idx].numpy(), g), groups, case="stim",
+                             control="control", symbols=entities["symbol"].to_numpy()[g.num_transcripts:],
+                             num_transcripts=g.num_transcripts, top_k=30)
+    assert len(result.nodes) == g.num_proteins and len(result.edges) == weights.shape[1]
+    assert 0 < result.core.number_of_nodes() <= 30
+    # ISG15 is the textbook IFN-β response gene: it must come out up-regulated in stim meta-cells.
+    isg15 = result.nodes.set_index("symbol").loc["ISG15"]
+    assert isg15["log2_fold_change"] > 1
+    paths = write_signaling(result, tmp_path, title="test")
+    assert all(p.exists() and p.stat().st_size > 0 for p in paths.values())
