@@ -30,6 +30,7 @@ class Ontology:
     labels: dict[str, str]       # id -> label
     lookup: dict[str, str]       # lower-cased label or synonym -> id (labels win over synonyms)
     ancestors: dict[str, tuple[str, ...]]
+    synonyms: dict[str, tuple[str, ...]]  # id -> synonyms in their original case
 
     def resolve(self, text: str, *, what: str) -> tuple[str, str]:
         """Return ``(ontology_id, label)`` for an exact label or synonym.
@@ -69,7 +70,8 @@ def load_ontology(path: str) -> Ontology:
     for term, label in labels.items():  # labels override synonyms
         lookup[label.lower()] = term
     ancestors = {t: tuple(filter(None, a.split("|"))) for t, a in zip(table["id"], table["ancestors"])}
-    return Ontology(Path(path).name.split("-")[0], labels, lookup, ancestors)
+    synonyms = {t: tuple(filter(None, s.split("|"))) for t, s in zip(table["id"], table["synonyms"])}
+    return Ontology(Path(path).name.split("-")[0], labels, lookup, ancestors, synonyms)
 
 
 def ontology(data_dir: Path, prefix: str) -> Ontology:

@@ -8,7 +8,6 @@ Parquet + dataset card, written atomically.
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import scipy.sparse as sp
 import yaml
 from tqdm.auto import tqdm
 
+from . import harmonize
 from .ingest import read_dataset
 from .knowledge import build_entity_graph, load_gene_table
 from .metacells import make_metacells
@@ -195,12 +195,9 @@ def build_dataset(recipe_path: Path, data_dir: Path, out: Path, *, cells_per_met
 
 def _original_case_synonyms(data_dir: Path, cells: pd.DataFrame) -> dict[str, list[str]]:
     """Disease label → its MONDO synonyms in their original case (for acronym config names)."""
-    path = sorted((Path(data_dir) / "ontology").glob("MONDO-ontology-*.tsv.gz"))[-1]
-    table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, usecols=["id", "synonyms"])
-    ids = set(cells["disease_ontology_id"])
-    syn = dict(zip(table["id"], table["synonyms"]))
-    return {d: syn.get(t, "").split("|") for d, t in
-            cells[["disease", "disease_ontology_id"]].drop_duplicates().itertuples(index=False) if t in ids}
+    synonyms = harmonize.ontology(data_dir, "MONDO").synonyms
+    return {d: list(synonyms.get(t, ())) for d, t in
+            cells[["disease", "disease_ontology_id"]].drop_duplicates().itertuples(index=False)}
 
 
 def dataset_card(info: dict, cells: pd.DataFrame) -> str:
@@ -231,10 +228,3 @@ def dataset_card(info: dict, cells: pd.DataFrame) -> str:
               cells.groupby(["tissue_general", "disease", "condition"]).size().rename("meta-cells")
               .reset_index().to_markdown(index=False)]
     return "\n".join(lines) + "\n"
-
-
-def write_json(path: Path, payload: dict) -> None:
-    """Write JSON atomically (temporary file + rename)."""
-    tmp = Path(path).with_suffix(".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=str))
-    tmp.replace(path)
