@@ -42,6 +42,11 @@ def _load(path: str | Path, config: str) -> datasets.Dataset:
     return datasets.load_dataset(str(path), config, split="train")
 
 
+def _build_info(path: str | Path) -> dict:
+    """The dataset's ``build_info.json`` (entity version, node and edge counts)."""
+    return json.loads((Path(path) / "build_info.json").read_text())
+
+
 def load_graph(path: str | Path) -> tuple[TOSGGraph, pd.DataFrame]:
     """The shared entity graph and text priors of a dataset.
 
@@ -58,7 +63,7 @@ def load_graph(path: str | Path) -> tuple[TOSGGraph, pd.DataFrame]:
     order = np.argsort(np.asarray(emb["entity_index"]))
     internal = edges[edges["relation"] == "internal"][["source", "target"]].to_numpy(np.int64).T
     ppi = edges[edges["relation"] == "ppi"][["source", "target"]].to_numpy(np.int64).T
-    version = json.loads((Path(path) / "build_info.json").read_text())["entity_version"]
+    version = _build_info(path)["entity_version"]
     graph = TOSGGraph(
         num_transcripts=int((entities["entity_type"] == "transcript").sum()),
         num_proteins=int((entities["entity_type"] == "protein").sum()),
@@ -265,7 +270,7 @@ def load_cohort(path: str | Path, *, conditions: dict | None = None, label_colum
                        f"{[c for c in fields if not c.startswith('expression_')]}")
     cells = load_cells(path, conditions=conditions, config=config)
     measured = gene_panels(path)
-    nt = int(sum(1 for t in _load(path, "entities")["entity_type"] if t == "transcript"))
+    nt = int(_build_info(path)["n_transcripts"])
     values = np.asarray(cells[label_column]).astype(str)
     label_names = [str(v) for v in sorted(set(values))]
     if len(label_names) < 2:

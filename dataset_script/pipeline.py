@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from . import harmonize
 from .ingest import read_dataset
-from .knowledge import build_entity_graph, load_gene_table
+from .knowledge import build_entity_graph, load_gene_table, read_table
 from .metacells import make_metacells
 from .schema import embedding_schema
 from .writer import cell_configs, write_dataset
@@ -143,7 +143,6 @@ def build_dataset(recipe_path: Path, data_dir: Path, out: Path, *, cells_per_met
         raise ValueError(f"knowledge.gene_universe {universe_mode!r} not supported; accepted: ['measured', 'all']")
     measured = sorted({e for a in adatas for e in a.var["entrez_id"] if e}, key=int)
     if universe_mode == "all":
-        from .knowledge import read_table
         g2p = read_table(data_dir / "knowledge" / "gene2protein_swissprot_human.tsv.gz")
         measured = sorted(set(measured) | set(g2p["entrez_id"]), key=int)
     graph = build_entity_graph(data_dir / "knowledge", entrez_ids=measured,
