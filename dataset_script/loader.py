@@ -1,14 +1,20 @@
-"""Cohorts from an OmniCellTOSG dataset: metadata query → donor-level split → normalised tensors
-(ARCHITECTURE.md §5; first version — sampling, case/control matching and ComBat-seq come later).
+"""Cohorts from an OmniCellTOSG dataset (ARCHITECTURE.md §5).
 
-Everything on cell rows runs as ``datasets`` ``filter`` / ``map`` with named, module-level
-functions, so a repeated query is served from the ``datasets`` cache and the same seed gives the
-same cohort.
+conditions → optional ``sample_ratio`` | ``sample_size`` → optional stratified case/control matching
+→ split by donor → optional ComBat-seq (per tissue, batch = dataset) → normalisation (10,000 counts
+per meta-cell, log1p) at access time.
+
+Everything on cell rows runs as ``datasets`` ``filter`` / ``select`` / ``map`` with named,
+module-level functions, so a repeated identical query is served from the ``datasets`` cache, and
+every random choice comes from one ``seed``, so the same seed gives the same cohort. The cohort
+logic itself (:mod:`.query`, :mod:`.sampling`, :mod:`.matching`, :mod:`.splits`) works on the
+metadata table alone.
 """
 
 from __future__ import annotations
 
 import json
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +24,12 @@ import pandas as pd
 import torch
 
 from modeling_celltosg.graph import TOSGGraph
+
+from .batch_correction import combat_seq_rows
+from .matching import MatchResult, match_case_control
+from .query import check_fields, empty_query_error, is_unknown, select_batch
+from .sampling import sample_rows
+from .splits import Split, donor_keys, split_by_donor, split_by_metacell
 
 TARGET_SUM = 1e4  # counts per meta-cell after normalisation (scanpy normalize_total convention)
 
@@ -76,46 +88,30 @@ def load_graph(path: str | Path) -> tuple[TOSGGraph, pd.DataFrame]:
     return graph, entities
 
 
-def _match(value, wanted) -> bool:
-    norm = (lambda v: v.lower() if isinstance(v, str) else v)
-    if isinstance(wanted, (list, tuple, set)):
-        return norm(value) in {norm(w) for w in wanted}
-    return norm(value) == norm(wanted)
-
-
-def select_cells(row: dict, conditions: dict) -> bool:
-    """Filter predicate: scalar condition = equality, list = membership, strings case-insensitive."""
-    return all(_match(row[k], v) for k, v in conditions.items())
+def metadata_fields(cells: datasets.Dataset) -> list[str]:
+    """Metadata columns of a cells table (everything but the expression payload)."""
+    return [c for c in cells.column_names if not c.startswith("expression_") and c != "label"]
 
 
 def query(cells: datasets.Dataset, conditions: dict) -> datasets.Dataset:
-    """Rows of ``cells`` matching every condition.
+    """Rows of ``cells`` matching every condition (scalar = equality, list = membership, strings
+    case-insensitive), as a batched Arrow ``filter`` — cached by ``datasets``.
 
     Raises
     ------
     KeyError
         If a condition names an unknown field (the message lists the metadata fields).
     ValueError
-        If nothing matches; the message gives, for each condition field, the values available under
-        the other conditions.
+        If nothing matches; the message gives, for each condition field, the values available
+        under the other conditions.
     """
-    meta = [c for c in cells.column_names if not c.startswith("expression_")]
-    unknown = sorted(set(conditions) - set(meta))
-    if unknown:
-        raise KeyError(f"Unknown metadata field(s) {unknown}; available fields: {meta}")
+    check_fields(metadata_fields(cells), conditions)
     if not conditions:
         return cells
-    out = cells.filter(select_cells, fn_kwargs={"conditions": conditions}, input_columns=None,
-                       desc="query")
+    out = cells.with_format("arrow").filter(select_batch, batched=True, batch_size=50_000,
+                                            fn_kwargs={"conditions": conditions}, desc="query").with_format(None)
     if len(out) == 0:
-        table = cells.select_columns(list(conditions)).to_pandas()
-        hints = {}
-        for field_name in conditions:
-            others = {k: v for k, v in conditions.items() if k != field_name}
-            mask = table.apply(lambda r: select_cells(r, others), axis=1) if others else pd.Series(True, index=table.index)
-            hints[field_name] = sorted(map(str, table.loc[mask, field_name].unique()))
-        raise ValueError(f"No meta-cells match {conditions}. Available values of each field under the other "
-                         f"conditions: {hints}")
+        raise empty_query_error(cells.select_columns(list(conditions)).to_pandas(), conditions)
     return out
 
 
@@ -131,53 +127,6 @@ def normalize_expression(batch: dict) -> dict:
             v = np.log1p(v * (TARGET_SUM / total)) if total > 0 else v
         out.append(v.astype(np.float32))
     return {"expression_log": out}
-
-
-def donor_split(donors: np.ndarray, labels: np.ndarray, *, val_fraction: float, test_fraction: float,
-                seed: int) -> dict[str, np.ndarray]:
-    """Split meta-cells by donor into train / validation / test index arrays.
-
-    Donors are shuffled with ``seed`` and assigned to test, then validation, until each holds about
-    its fraction of meta-cells; the rest are training donors. With fewer than three donors, one
-    donor is the test set and validation is a label-stratified ``val_fraction`` of the training
-    donors' meta-cells (``validation_level = "meta-cell"``). No donor is in both train and test.
-
-    Raises
-    ------
-    ValueError
-        If there are fewer than two donors.
-    """
-    uniq = np.array(sorted(set(donors)))
-    if len(uniq) < 2:
-        raise ValueError(f"A donor-level split needs >= 2 donors; this cohort has {list(uniq)}")
-    rng = np.random.default_rng(seed)
-    rng.shuffle(uniq)
-    sizes = pd.Series(donors).value_counts()
-    n = len(donors)
-    if len(uniq) == 2:
-        test_donors, val_donors = {uniq[0]}, set()
-    else:
-        test_donors, val_donors, acc = set(), set(), 0
-        for d in uniq:
-            if acc < test_fraction * n and len(test_donors) < len(uniq) - 2:
-                test_donors.add(d)
-                acc += sizes[d]
-            elif sum(sizes[v] for v in val_donors) < val_fraction * n and len(val_donors) < len(uniq) - len(test_donors) - 1:
-                val_donors.add(d)
-    idx = np.arange(n)
-    test = idx[np.isin(donors, list(test_donors))]
-    val = idx[np.isin(donors, list(val_donors))]
-    train = idx[~np.isin(donors, list(test_donors | val_donors))]
-    if not val_donors:  # carve validation out of the training donors, stratified by label
-        val_parts = []
-        for lab in np.unique(labels[train]):
-            members = rng.permutation(train[labels[train] == lab])
-            val_parts.append(members[: int(round(val_fraction * len(members)))])
-        val = np.sort(np.concatenate(val_parts))
-        train = np.setdiff1d(train, val)
-    assert not set(donors[train]) & set(donors[test]), "a donor is in both train and test"
-    return {"train": train, "validation": val, "test": test,
-            "validation_level": np.array("donor" if val_donors else "meta-cell")}
 
 
 def expression_tensors(cells: datasets.Dataset, num_transcripts: int,
@@ -205,78 +154,358 @@ def load_cells(path: str | Path, *, conditions: dict | None = None, config: str 
     return cells.map(normalize_expression, batched=True, desc="normalise")
 
 
+
+
+def encode_labels(batch: dict, label_column: str, label_names: list[str]) -> dict:
+    """``datasets.map`` function: the class code (int64, index into ``label_names``) of each row."""
+    lookup = {name: i for i, name in enumerate(label_names)}
+    return {"label": [lookup[str(v)] for v in batch[label_column]]}
+
+
+def replace_expression(batch: dict, indices: list[int], corrected: dict) -> dict:
+    """``datasets.map`` function: swap in batch-corrected counts (``corrected[row] = (idx, val)``)."""
+    idx = [corrected[i][0].astype(np.int32) for i in indices]
+    val = [corrected[i][1].astype(np.float32) for i in indices]
+    return {"expression_indices": idx, "expression_values": val}
+
+
+#: Task presets (names of the original loader). ``match`` is used when matching is asked for:
+#: balance field, control value, exact keys and the ordered age-stage key.
+TASKS: dict[str, dict] = {
+    "cell_type": {"label_column": "cell_type", "min_per_class": 10, "upsample": True},
+    "disease": {"label_column": "disease", "match": {
+        "balance_field": "disease", "control_value": "normal", "match_keys": ["cell_type", "sex"],
+        "stage_key": "development_stage_category"}},
+    "sex": {"label_column": "sex", "match": {
+        "balance_field": "sex", "control_value": "male", "match_keys": ["cell_type"],
+        "stage_key": "development_stage_category"}},
+    "condition": {"label_column": "condition", "match": {
+        "balance_field": "condition", "control_value": "control", "match_keys": ["cell_type"], "stage_key": None}},
+}
+TASK_ALIASES = {"gender": "sex"}
+
+
 @dataclass
 class Cohort:
-    """A labelled cohort ready for a model.
+    """A labelled cohort ready for a model (returned by :func:`load_cohort`).
 
-    ``cells`` is the queried, normalised ``datasets.Dataset``; ``splits`` maps ``train`` /
-    ``validation`` / ``test`` to row indices; ``labels`` int64 [M]; ``label_names`` the class names.
+    Attributes
+    ----------
+    cells : ``datasets.Dataset`` of the cohort's meta-cells — metadata, ``expression_indices`` /
+        ``expression_values`` (counts; batch-corrected when asked), ``expression_log`` (CP10k +
+        log1p, aligned with the indices) and ``label`` (int64).
+    labels : int64 [M]; ``label_names`` the class names (control first for matched tasks).
+    split : :class:`dataset_script.splits.Split` (train / validation / test positions + levels).
+    reports : what each step did: ``query``, ``sampling``, ``matching`` (summary), ``matching_strata``
+        (one row per case stratum), ``matching_rows`` (stratum, role, stage offset per cohort row),
+        ``correction`` (one entry per split × tissue group).
     """
 
     cells: datasets.Dataset
     labels: np.ndarray
     label_names: list[str]
-    splits: dict[str, np.ndarray]
-    label_column: str
+    split: Split
+    label_column: str | None
     conditions: dict
     num_transcripts: int
-    validation_level: str
+    path: Path
+    task: str | None = None
     measured: dict[str, np.ndarray] = field(default_factory=dict)
+    reports: dict = field(default_factory=dict)
+    _graph: tuple | None = field(default=None, repr=False)
 
-    def split(self, name: str) -> datasets.Dataset:
-        """The rows of one split as a ``datasets.Dataset``."""
-        return self.cells.select(self.splits[name])
+    # --- splits
+    @property
+    def splits(self) -> dict[str, np.ndarray]:
+        """``{"train", "validation", "test"}`` → row positions (int64)."""
+        return self.split.indices
 
+    @property
+    def validation_level(self) -> str:
+        return self.split.validation_level
+
+    def split_dataset(self, name: str, format: str | None = "numpy") -> datasets.Dataset:
+        """One split as a ``datasets.Dataset`` (``format``: ``"numpy"``, ``"torch"`` or ``None``)."""
+        if name not in self.splits:
+            raise KeyError(f"Unknown split {name!r}; splits: {list(self.splits)}")
+        ds = self.cells.select(self.splits[name])
+        return ds.with_format(format) if format else ds
+
+    def to_dataset_dict(self, format: str | None = "numpy") -> datasets.DatasetDict:
+        """All splits as a ``datasets.DatasetDict``."""
+        return datasets.DatasetDict({name: self.split_dataset(name, format) for name in self.splits})
+
+    # --- dense model inputs
     def tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Dense model inputs for all rows: expression float32 [M, Nt] (log-normalised),
         measured_mask bool [M, Nt] (genes the row's dataset measured), labels int64 [M]."""
         x, mask = expression_tensors(self.cells, self.num_transcripts, self.measured)
         return x, mask, torch.from_numpy(self.labels)
 
+    # --- the shared graph and the entity priors
+    def graph(self) -> TOSGGraph:
+        """The shared entity graph (:func:`load_graph`), loaded once."""
+        if self._graph is None:
+            self._graph = load_graph(self.path)
+        return self._graph[0]
+
+    def entities(self) -> pd.DataFrame:
+        """The entities table (names, descriptions, sequences), loaded with the graph."""
+        self.graph()
+        return self._graph[1]
+
+    @property
+    def internal_edge_index(self) -> torch.Tensor:
+        """int64 [2, Ei], transcript → protein."""
+        return self.graph().internal_edge_index
+
+    @property
+    def ppi_edge_index(self) -> torch.Tensor:
+        """int64 [2, Ep], protein–protein (one row per unordered pair)."""
+        return self.graph().ppi_edge_index
+
+    @property
+    def edge_index(self) -> torch.Tensor:
+        """int64 [2, Ei + Ep]: internal edges, then PPI edges."""
+        g = self.graph()
+        return torch.cat([g.internal_edge_index, g.ppi_edge_index], dim=1)
+
+    def entity_priors(self) -> dict[str, torch.Tensor]:
+        """Frozen text priors: ``name`` and ``description`` embeddings, float32 [N, 384]."""
+        g = self.graph()
+        return {"name": g.name_embeddings, "description": g.description_embeddings}
+
+    # --- reports and export
     def summary(self) -> dict:
-        """Split sizes, donors and class counts per split (for reports)."""
-        donors = np.asarray(self.cells["donor_id"])
-        return {name: {"n_metacells": int(len(idx)), "n_donors": int(len(set(donors[idx]))),
-                       "class_counts": {str(self.label_names[k]): int(v) for k, v in
-                                        zip(*np.unique(self.labels[idx], return_counts=True))}}
-                for name, idx in self.splits.items() if name != "validation_level"} | {
-            "validation_level": self.validation_level}
+        """Split sizes, donors and class counts per split, and the split levels (for reports)."""
+        return self.split.summary(self.labels, self.label_names)
+
+    def to_anndata(self, split: str | None = None):
+        """The cohort (or one split) as an ``anndata.AnnData`` for scanpy users.
+
+        ``.X`` scipy CSR float32 [M, Nt] (CP10k + log1p expression on transcript nodes),
+        ``.layers["counts"]`` the counts, ``.obs`` metadata + ``split`` + ``label``, ``.var`` the
+        transcript entities (index ``entity_id``, ``symbol``, ``measured`` in this cohort),
+        ``.uns["omnicelltosg"]`` label mapping, split levels, conditions and entity version.
+        """
+        import anndata as ad
+        import scipy.sparse as sp
+
+        rows = np.arange(len(self.cells)) if split is None else self.splits[split]
+        part = self.cells.select(rows)
+        cols = part.select_columns(["expression_indices", "expression_log", "expression_values"]).with_format("numpy")
+        indptr, indices, logv, counts = [0], [], [], []
+        for row in cols:
+            indices.append(row["expression_indices"])
+            logv.append(row["expression_log"])
+            counts.append(row["expression_values"])
+            indptr.append(indptr[-1] + len(row["expression_indices"]))
+        cat = (lambda a, dt: np.concatenate(a).astype(dt) if a else np.zeros(0, dt))
+        shape = (len(rows), self.num_transcripts)
+        x = sp.csr_matrix((cat(logv, np.float32), cat(indices, np.int64), np.asarray(indptr)), shape=shape)
+        c = sp.csr_matrix((cat(counts, np.float32), cat(indices, np.int64), np.asarray(indptr)), shape=shape)
+        obs = part.select_columns(metadata_fields(part)).to_pandas()
+        where = np.empty(len(self.cells), dtype=object)
+        for name, idx in self.splits.items():
+            where[idx] = name
+        obs["split"] = pd.Categorical(where[rows])
+        obs["label"] = self.labels[rows]
+        obs.index = [f"{cid}#{i}" if dup else str(cid) for i, (cid, dup) in
+                     enumerate(zip(obs["cell_id"], obs["cell_id"].duplicated(keep=False)))]
+        ents = self.entities()
+        tx = ents[ents["entity_type"] == "transcript"].sort_values("entity_index")
+        measured = np.zeros(self.num_transcripts, dtype=bool)
+        for d in set(obs["dataset_id"]):
+            measured[self.measured[str(d)]] = True
+        var = pd.DataFrame({"symbol": tx["symbol"].to_numpy(), "measured": measured},
+                           index=pd.Index(tx["entity_id"].to_numpy(), name="entity_id"))
+        uns = {"omnicelltosg": {
+            "label_column": self.label_column, "label_names": list(self.label_names),
+            "test_level": self.split.test_level, "validation_level": self.split.validation_level,
+            "conditions": {k: (list(map(str, v)) if isinstance(v, (list, tuple, set)) else str(v))
+                           for k, v in self.conditions.items()},
+            "entity_version": str(self.graph().entity_version), "task": str(self.task or "")}}
+        return ad.AnnData(X=x, obs=obs, var=var, layers={"counts": c}, uns=uns)
 
 
-def load_cohort(path: str | Path, *, conditions: dict | None = None, label_column: str, config: str = "all",
-                val_fraction: float = 0.15, test_fraction: float = 0.2, seed: int = 0) -> Cohort:
-    """Query a cohort, label it, split it by donor and normalise its expression.
+def _resolve_task(task: str | None, label_column: str | None) -> tuple[str | None, dict]:
+    if task is None:
+        return None, {}
+    task = TASK_ALIASES.get(task, task)
+    if task not in TASKS:
+        raise ValueError(f"Unknown task {task!r}; tasks: {sorted(TASKS)} (or None with a label_column)")
+    return task, TASKS[task]
+
+
+def _fingerprint(*parts) -> str:
+    return hashlib.sha256(repr(parts).encode()).hexdigest()[:32]
+
+
+def load_cohort(path: str | Path, *, conditions: dict | None = None, task: str | None = None,
+                label_column: str | None = None, config: str = "all", sample_ratio: float | None = None,
+                sample_size: int | None = None, min_per_class: int | None = None, match: bool | dict = False,
+                split_by: str = "donor", validation_by: str = "donor", test_donors: list[str] | None = None,
+                val_fraction: float = 0.15, test_fraction: float = 0.2, correction: str | None = None,
+                seed: int = 0) -> Cohort:
+    """Query, sample, match, split, batch-correct and normalise a labelled cohort.
 
     Parameters
     ----------
     path
         Dataset folder written by ``omnicelltosg build``.
     conditions
-        Metadata query, e.g. ``{"dataset_id": "kang2018_muscat", "condition": ["control", "stim"]}``.
+        Metadata query, e.g. ``{"tissue_general": "blood", "disease": ["normal", "systemic lupus
+        erythematosus"]}``: scalar = equality, list = membership, strings case-insensitive.
+    task
+        ``"cell_type"``, ``"disease"``, ``"sex"`` (alias ``"gender"``), ``"condition"`` or ``None``:
+        sets the default ``label_column``, the per-class minimum for cell-type sampling and the
+        matching preset (:data:`TASKS`).
     label_column
-        The metadata column to predict (``cell_type``, ``condition``, ``disease``, ``sex`` …).
-    val_fraction, test_fraction
-        Target shares of meta-cells in validation and test (by donor).
+        Metadata column to predict (default: the task's). Rows with an unknown label are dropped.
+    sample_ratio, sample_size
+        Down-sample (one of them): per class with a minimum of ``min_per_class`` rows (default 10
+        for cell-type tasks, rare classes up-sampled; 0 otherwise). With matching, the cases are
+        sampled before they are matched.
+    match
+        ``True`` for the task's stratified case/control matching preset, or a dict of
+        :func:`dataset_script.matching.match_case_control` arguments (``balance_field``,
+        ``control_value``, ``match_keys``, ``stage_key``, ``tolerance``, ``controls_per_case``,
+        ``upsample``) overriding it.
+    split_by, validation_by, test_donors, val_fraction, test_fraction
+        See :func:`dataset_script.splits.split_by_donor`; ``split_by="meta-cell"`` gives a
+        stratified meta-cell-level split (flagged in ``cohort.split``).
+    correction
+        ``None`` or ``"combat_seq"`` (:mod:`dataset_script.batch_correction`).
+    seed
+        Every random choice (sampling, matching, split) derives from it.
 
     Raises
     ------
-    KeyError, ValueError
-        Unknown fields, empty queries (see :func:`query`), a label column with one class, or too
-        few donors for a donor-level split.
+    KeyError
+        Unknown condition field or label column (the message lists the fields).
+    ValueError
+        An empty query (the message lists the available values), a bad task / sampling request /
+        correction method, a label column with a single class, or too few donors.
     """
-    fields = _load(path, config).column_names
-    if label_column not in fields:
-        raise KeyError(f"label_column {label_column!r} is not a metadata field; available: "
-                       f"{[c for c in fields if not c.startswith('expression_')]}")
-    cells = load_cells(path, conditions=conditions, config=config)
-    measured = gene_panels(path)
-    nt = int(_build_info(path)["n_transcripts"])
-    values = np.asarray(cells[label_column]).astype(str)
-    label_names = [str(v) for v in sorted(set(values))]
-    if len(label_names) < 2:
+    path = Path(path)
+    task, preset = _resolve_task(task, label_column)
+    label_column = label_column or preset.get("label_column")
+    if split_by not in ("donor", "meta-cell", "none"):
+        raise ValueError(f"split_by must be 'donor', 'meta-cell' or 'none'; got {split_by!r}")
+    if label_column is None and split_by != "none":
+        raise ValueError(f"Give a label_column or a task ({sorted(TASKS)}); only split_by='none' works unlabelled")
+    if correction not in (None, "combat_seq"):
+        raise ValueError(f"correction must be None or 'combat_seq'; got {correction!r}")
+    conditions = dict(conditions or {})
+    cells = _load(path, config)
+    fields = metadata_fields(cells)
+    if label_column is not None and label_column not in fields:
+        raise KeyError(f"label_column {label_column!r} is not a metadata field; available: {sorted(fields)}")
+    cells = query(cells, conditions)
+    meta = cells.select_columns(fields).to_pandas()
+    reports: dict = {"query": {"conditions": conditions, "n_metacells": int(len(meta))}}
+
+    # 1. rows with a known label
+    known = ~is_unknown(meta[label_column]) if label_column else np.ones(len(meta), dtype=bool)
+    if match:
+        spec = dict(preset.get("match") or {})
+        if isinstance(match, dict):
+            spec.update(match)
+        if "balance_field" not in spec or "control_value" not in spec:
+            raise ValueError(f"Matching needs balance_field and control_value (task {task!r} has no preset); "
+                             f"presets: { {k: v['match'] for k, v in TASKS.items() if 'match' in v} }")
+        known &= ~is_unknown(meta[spec["balance_field"]])
+    reports["unknown_label_dropped"] = int((~known).sum())
+    rows = np.flatnonzero(known)
+    if len(rows) == 0:
+        raise ValueError(f"Every queried meta-cell has an unknown {label_column!r}")
+
+    # 2. sampling, 3. matching
+    min_per_class = preset.get("min_per_class", 0) if min_per_class is None else min_per_class
+    if match:
+        sub = meta.iloc[rows].reset_index(drop=True)
+        is_ctrl = sub[spec["balance_field"]].astype(str).str.lower() == str(spec["control_value"]).lower()
+        cases = np.flatnonzero(~is_ctrl.to_numpy())
+        if sample_ratio is not None or sample_size is not None:
+            picked = sample_rows(sub[label_column].to_numpy()[cases], sample_ratio=sample_ratio,
+                                 sample_size=sample_size, seed=seed)
+            keep = np.concatenate([np.unique(cases[picked]), np.flatnonzero(is_ctrl.to_numpy())])
+            sub, rows = sub.iloc[np.sort(keep)].reset_index(drop=True), rows[np.sort(keep)]
+        result: MatchResult = match_case_control(sub, seed=seed, **spec)
+        reports["matching"] = result.summary() | {"spec": spec}
+        reports["matching_strata"] = result.strata
+        order = np.argsort(result.rows, kind="stable")
+        rows = rows[result.rows[order]]
+        # per cohort row (after sorting): its stratum, role and stage offset — for paired analyses
+        reports["matching_rows"] = pd.DataFrame({
+            "stratum": result.stratum[order], "role": np.where(result.is_case[order], "case", "control"),
+            "stage_offset": result.stage_offset[order], "upsampled": result.upsampled[order]})
+    else:
+        strata = meta[label_column].to_numpy() if label_column else np.zeros(len(meta))
+        picked = sample_rows(strata[rows], sample_ratio=sample_ratio, sample_size=sample_size,
+                             min_per_class=min_per_class, upsample=preset.get("upsample", False), seed=seed)
+        rows = rows[picked]
+    reports["sampling"] = {"sample_ratio": sample_ratio, "sample_size": sample_size, "min_per_class": min_per_class,
+                           "n_metacells": int(len(rows)), "n_repeated_rows": int(len(rows) - len(np.unique(rows)))}
+
+    # labels (control value first for matched binary tasks)
+    values = meta[label_column].astype(str).to_numpy()[rows] if label_column else np.full(len(rows), "")
+    label_names = sorted(set(values)) if label_column else []
+    if match and str(spec["control_value"]).lower() in [v.lower() for v in label_names]:
+        ctrl = next(v for v in label_names if v.lower() == str(spec["control_value"]).lower())
+        label_names = [ctrl] + [v for v in label_names if v != ctrl]
+    if label_column and len(label_names) < 2:
         raise ValueError(f"label_column {label_column!r} has a single value {label_names} in this cohort")
-    labels = np.searchsorted(label_names, values).astype(np.int64)
-    splits = donor_split(np.asarray(cells["donor_id"]), labels, val_fraction=val_fraction,
-                         test_fraction=test_fraction, seed=seed)
-    level = str(splits.pop("validation_level"))
-    return Cohort(cells, labels, label_names, splits, label_column, dict(conditions or {}), nt, level, measured)
+    lookup = {v: i for i, v in enumerate(label_names)}
+    labels = np.array([lookup.get(v, 0) for v in values], dtype=np.int64)
+
+    # 4. split on distinct meta-cells (an up-sampled copy always follows its original)
+    uniq, first = np.unique(rows, return_index=True)
+    umeta = meta.iloc[uniq]
+    if split_by == "none":
+        split_u = Split({"all": np.arange(len(uniq))}, "none", "none", {"all": sorted(set(donor_keys(umeta)))})
+    elif split_by == "meta-cell":
+        split_u = split_by_metacell(labels[first], val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
+                                    donors=donor_keys(umeta))
+    else:
+        split_u = split_by_donor(donor_keys(umeta), labels[first], val_fraction=val_fraction,
+                                 test_fraction=test_fraction, seed=seed, validation_by=validation_by,
+                                 test_donors=test_donors)
+    where = np.empty(len(uniq), dtype=object)
+    for name, idx in split_u.indices.items():
+        where[idx] = name
+    row_split = where[np.searchsorted(uniq, rows)]
+    split = Split({name: np.flatnonzero(row_split == name) for name in split_u.indices},
+                  split_u.test_level, split_u.validation_level, split_u.donors)
+
+    # select the cohort's rows (a cached, fingerprinted indices mapping)
+    cohort_cells = cells.select(rows.tolist())
+    measured = gene_panels(path)
+
+    # 5. ComBat-seq, fitted per split (labels as covariate in train only)
+    if correction == "combat_seq":
+        corrected, corr_report = {}, []
+        payload = cohort_cells.select_columns(["expression_indices", "expression_values"])
+        cmeta = meta.iloc[rows].reset_index(drop=True)
+        for name, idx in split.indices.items():
+            if len(idx) == 0:
+                continue
+            part = payload.select(idx)
+            new_i, new_v, rep = combat_seq_rows(
+                [np.asarray(v) for v in part["expression_indices"]], [np.asarray(v) for v in part["expression_values"]],
+                cmeta.iloc[idx].reset_index(drop=True), measured,
+                covariate=labels[idx] if name == "train" else None, split=name)
+            corrected.update({int(r): (i, v) for r, i, v in zip(idx, new_i, new_v)})
+            corr_report += rep
+        reports["correction"] = {"method": "combat_seq (inmoose.pycombat_seq)", "groups": corr_report}
+        cohort_cells = cohort_cells.map(
+            replace_expression, batched=True, with_indices=True, fn_kwargs={"corrected": corrected},
+            new_fingerprint=_fingerprint(cohort_cells._fingerprint, "combat_seq", seed, label_column), desc="ComBat-seq")
+
+    # 6. normalisation and labels at access time
+    cohort_cells = cohort_cells.map(normalize_expression, batched=True, desc="normalise")
+    if label_column:
+        cohort_cells = cohort_cells.map(encode_labels, batched=True, desc="labels",
+                                        fn_kwargs={"label_column": label_column, "label_names": label_names})
+    nt = int(_build_info(path)["n_transcripts"])
+    return Cohort(cohort_cells, labels, label_names, split, label_column, conditions, nt, path, task, measured, reports)

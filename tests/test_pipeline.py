@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from dataset_script.loader import donor_split, load_cohort, load_graph
+from dataset_script.loader import load_cohort, load_graph
 
 
 @pytest.fixture(scope="module")
@@ -16,7 +16,8 @@ def graph(built):
 
 @pytest.fixture(scope="module")
 def kang(built):
-    return load_cohort(built[0], conditions={"dataset_id": "KANG2018_MUSCAT"}, label_column="condition", seed=0)
+    return load_cohort(built[0], conditions={"dataset_id": "KANG2018_MUSCAT"}, label_column="condition",
+                       validation_by="meta-cell", seed=0)
 
 
 def test_kang_cohort_is_split_by_donor(kang):
@@ -39,19 +40,6 @@ def test_expression_is_log_normalised(kang, built):
     np.testing.assert_allclose(x[0, row["expression_indices"]].numpy(), expected, rtol=1e-5)
     assert mask[0].sum() == len(kang.measured["kang2018_muscat"]) and not mask[0, ~mask[0]].any()
     assert x[:, ~mask[0]].abs().sum() == 0
-
-
-def test_donor_split_many_donors_has_donor_level_validation():
-    rng = np.random.default_rng(1)
-    donors = np.repeat([f"d{i}" for i in range(20)], rng.integers(5, 30, size=20))
-    labels = rng.integers(0, 3, size=len(donors))
-    s = donor_split(donors, labels, val_fraction=0.15, test_fraction=0.2, seed=3)
-    sets = [set(donors[s[k]]) for k in ("train", "validation", "test")]
-    assert not (sets[0] & sets[1] or sets[0] & sets[2] or sets[1] & sets[2])
-    assert str(s["validation_level"]) == "donor"
-    assert 0.1 < len(s["test"]) / len(donors) < 0.4
-    again = donor_split(donors, labels, val_fraction=0.15, test_fraction=0.2, seed=3)
-    assert all(np.array_equal(s[k], again[k]) for k in ("train", "validation", "test"))
 
 
 def test_query_errors_list_what_is_available(built):
