@@ -57,40 +57,31 @@ def match_reference(meta: pd.DataFrame, *, balance_field: str, control_value: st
         usable &= ~unk
         order = {s.lower(): i for i, s in enumerate(stage_order)}
         df["_stage"] = df[stage_key].astype(str).str.lower().map(order).fillna(-1).astype(int)
-        n_stages = len(stage_order)
     else:
         df["_stage"] = 0
-        n_stages = 1
         tolerance = 0
     for key in match_keys:
         df[key] = df[key].astype(str)
     cases = df[case_mask & usable]
     controls = df[ctrl_mask & usable]
     group_cols = list(match_keys) + ["_stage"]
-    strata = sorted(cases.groupby(group_cols).groups.keys(), key=lambda k: k if isinstance(k, tuple) else (k,))
+    case_groups = {k if isinstance(k, tuple) else (k,): g for k, g in cases.groupby(group_cols, sort=True)}
+    ctrl_groups = {k if isinstance(k, tuple) else (k,): g for k, g in controls.groupby(group_cols, sort=True)}
+    strata = list(case_groups)  # sorted by the keys, then the stage
     used: set[int] = set()
     taken: dict = {s: [] for s in strata}
     offsets: dict = {s: [] for s in strata}
-
-    def same_keys(frame, s):
-        s = s if isinstance(s, tuple) else (s,)
-        m = pd.Series(True, index=frame.index)
-        for k, v in zip(match_keys, s[:-1]):
-            m &= frame[k] == v
-        return m
-
-    need = {}
-    for s in strata:
-        s_t = s if isinstance(s, tuple) else (s,)
-        need[s] = int((same_keys(cases, s) & (cases["_stage"] == s_t[-1])).sum()) * controls_per_case
+    need = {s: len(case_groups[s]) * controls_per_case for s in strata}
     for d in range(0, tolerance + 1):
         for s in strata:
             rest = need[s] - len(taken[s])
             if rest <= 0:
                 continue
-            stage = (s if isinstance(s, tuple) else (s,))[-1]
-            cand = controls[same_keys(controls, s) & ((controls["_stage"] - stage).abs() == d)
-                            & (controls["_stage"] >= 0) & (controls["_stage"] < n_stages)]
+            stages = {s[-1] - d, s[-1] + d}
+            parts = [ctrl_groups[s[:-1] + (st,)] for st in sorted(stages) if s[:-1] + (st,) in ctrl_groups]
+            if not parts:
+                continue
+            cand = pd.concat(parts)
             cand = cand[~cand["_pos"].isin(used)].sort_values("_priority", kind="stable")
             chosen = cand["_pos"].to_numpy()[:rest]
             taken[s] += list(chosen)
@@ -98,8 +89,7 @@ def match_reference(meta: pd.DataFrame, *, balance_field: str, control_value: st
             used.update(chosen.tolist())
     case_rows, ctrl_rows, ctrl_off, ctrl_up = [], [], [], []
     for s in strata:
-        s_t = s if isinstance(s, tuple) else (s,)
-        members = cases[same_keys(cases, s) & (cases["_stage"] == s_t[-1])].sort_values("_priority", kind="stable")
+        members = case_groups[s].sort_values("_priority", kind="stable")
         n_case = len(members)
         got = list(taken[s])
         off = list(offsets[s])
@@ -159,7 +149,7 @@ def split_reference(donors: np.ndarray, labels: np.ndarray, *, val_fraction=0.15
                 target = fractions[s] * totals
                 before = ((filled[s] - target) ** 2 / totals.clip(lower=1))[v > 0].sum()
                 after = ((filled[s] + v - target) ** 2 / totals.clip(lower=1))[v > 0].sum()
-                costs.append(after - before)
+                costs.append(round(float(after - before), 9))
             s = names[int(np.argmin(costs))]
             filled[s] = filled[s] + v
             assign[donor] = s

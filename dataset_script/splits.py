@@ -87,6 +87,7 @@ def _greedy_assignment(counts: np.ndarray, fractions: np.ndarray, order: np.ndar
         v = counts[d, nz]
         dev = filled[:, nz] - target[:, nz]
         delta = ((2 * dev * v + v * v) * weight[nz]).sum(1)
+        delta = np.round(delta, 9)  # exact ties (common) go to the earlier split, whatever the float rounding
         delta[inactive] = np.inf
         s = int(np.argmin(delta))
         filled[s, nz] += v

@@ -264,3 +264,19 @@ def test_celltosg_dataloader_facade_inference_and_aliases(built):
     assert {"name"} <= set(loader.s_name.columns) and loader.s_bio["sequence"].str.len().max() > 0
     with pytest.raises(ValueError, match="task='pretrain' has no labels"):
         CellTOSGDataLoader(root=built[0], conditions={}, task="pretrain")
+
+
+def test_load_cohort_argument_errors(built):
+    with pytest.raises(KeyError, match="label_column 'organ' is not a metadata field.*'cell_type'"):
+        load_cohort(built[0], conditions=KANG, label_column="organ")
+    with pytest.raises(ValueError, match="correction must be None or 'combat_seq'"):
+        load_cohort(built[0], conditions=KANG, task="condition", correction="harmony")
+    with pytest.raises(ValueError, match="split_by must be"):
+        load_cohort(built[0], conditions=KANG, task="condition", split_by="study")
+    with pytest.raises(ValueError, match="single value"):
+        load_cohort(built[0], conditions=ONEK1K, label_column="disease")
+    with pytest.raises(ValueError, match="Matching needs balance_field and control_value"):
+        load_cohort(built[0], conditions=ONEK1K, label_column="cell_type", match=True)
+    with pytest.raises(ValueError, match=r"No control rows.*'stim'"):
+        load_cohort(built[0], conditions=KANG | {"condition": "stim"}, task="condition", match=True,
+                    validation_by="meta-cell")
