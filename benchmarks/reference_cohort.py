@@ -68,7 +68,7 @@ def match_reference(meta: pd.DataFrame, *, balance_field: str, control_value: st
     case_groups = {k if isinstance(k, tuple) else (k,): g for k, g in cases.groupby(group_cols, sort=True)}
     ctrl_groups = {k if isinstance(k, tuple) else (k,): g for k, g in controls.groupby(group_cols, sort=True)}
     strata = list(case_groups)  # sorted by the keys, then the stage
-    used: set[int] = set()
+    used = np.zeros(len(df), dtype=bool)
     taken: dict = {s: [] for s in strata}
     offsets: dict = {s: [] for s in strata}
     need = {s: len(case_groups[s]) * controls_per_case for s in strata}
@@ -82,11 +82,11 @@ def match_reference(meta: pd.DataFrame, *, balance_field: str, control_value: st
             if not parts:
                 continue
             cand = pd.concat(parts)
-            cand = cand[~cand["_pos"].isin(used)].sort_values("_priority", kind="stable")
+            cand = cand[~used[cand["_pos"].to_numpy()]].sort_values("_priority", kind="stable")
             chosen = cand["_pos"].to_numpy()[:rest]
             taken[s] += list(chosen)
             offsets[s] += [d] * len(chosen)
-            used.update(chosen.tolist())
+            used[chosen] = True
     case_rows, ctrl_rows, ctrl_off, ctrl_up = [], [], [], []
     for s in strata:
         members = case_groups[s].sort_values("_priority", kind="stable")

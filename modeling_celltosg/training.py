@@ -18,11 +18,12 @@ from dataclasses import replace
 
 import numpy as np
 import torch
-from sklearn.metrics import accuracy_score, average_precision_score, f1_score, roc_auc_score
+from sklearn.metrics import accuracy_score, f1_score
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from .graph import TOSGGraph
+from .link_prediction import link_metrics, sample_degree_matched_negatives
 from .modeling_celltosg import CellTOSGForCellClassification, CellTOSGForPretraining
 
 logger = logging.getLogger(__name__)
@@ -88,6 +89,43 @@ def sample_negative_edges(
     raise RuntimeError(f"Could only sample {have} of {num} negative pairs in {max_rounds} rounds; is the PPI complete?")
 
 
+def _training_negatives(positives: Tensor, train_edges: Tensor, all_pairs: Tensor, num_nodes: int,
+                        protein_range: tuple[int, int], kind: str, generator: torch.Generator) -> Tensor:
+    """Negatives for one step: as many as ``positives``, random / degree-matched / half each."""
+    num = positives.size(1)
+    if kind == "random":
+        return sample_negative_edges(num, protein_range, all_pairs, generator)
+    if kind == "degree_matched":
+        return sample_degree_matched_negatives(positives, train_edges, all_pairs, num_nodes, generator)
+    half = num // 2
+    hard = sample_degree_matched_negatives(positives[:, half:], train_edges, all_pairs, num_nodes, generator)
+    return torch.cat([sample_negative_edges(max(half, 1), protein_range, all_pairs, generator), hard], dim=1)
+
+
+def evaluation_negatives(train_edges: Tensor, test_edges: Tensor, all_pairs: Tensor, num_nodes: int,
+                         protein_range: tuple[int, int], seed: int) -> dict[str, Tensor]:
+    """The fixed negative sets of the held-out evaluation (same seed → same pairs for every method):
+    ``random`` and ``degree_matched``, each ``[2, ≈E_test]``."""
+    generator = torch.Generator().manual_seed(10_007 + seed)
+    return {"random": sample_negative_edges(test_edges.size(1), protein_range, all_pairs, generator),
+            "degree_matched": sample_degree_matched_negatives(test_edges, train_edges, all_pairs, num_nodes,
+                                                              generator)}
+
+
+@torch.no_grad()
+def evaluate_link_prediction(score, train_edges: Tensor, test_edges: Tensor, all_pairs: Tensor, num_nodes: int,
+                             protein_range: tuple[int, int], seed: int = 0, k: int = 50) -> dict:
+    """Held-out PPI evaluation of a scorer ``score(pairs [2, P]) -> float [P]``: AUROC / AP / Hits@``k``
+    of the held-out pairs against random and against degree-matched negatives
+    (:func:`evaluation_negatives`). Returns ``{}`` when there are no held-out pairs."""
+    if test_edges.size(1) == 0:
+        return {}
+    pos = np.asarray(score(test_edges), dtype=np.float64)
+    return {kind: link_metrics(pos, np.asarray(score(neg), dtype=np.float64), k) | {"n_negatives": int(neg.size(1))}
+            for kind, neg in evaluation_negatives(train_edges, test_edges, all_pairs, num_nodes, protein_range,
+                                                  seed).items()}
+
+
 @torch.no_grad()
 def _mean_node_embeddings(model, expression, measured_mask, graph, batch_size, device) -> Tensor:
     """Node embeddings `[N, d]` averaged over all given cells, encoded in chunks of `batch_size`."""
@@ -115,6 +153,7 @@ def pretrain(
     seed: int = 0,
     log_every: int = 10,
     eval_max_cells: int = 256,
+    negatives: str = "mixed",
     device: str | torch.device = "cpu",
 ) -> dict:
     """Self-supervised pretraining by masked PPI edge reconstruction + degree regression.
@@ -131,13 +170,19 @@ def pretrain(
         seed: seeds cell sampling, edge split, masks and negatives.
         log_every: log the mean loss every this many steps.
         eval_max_cells: number of cells whose embeddings are averaged for the held-out evaluation.
+        negatives: training negatives per step — ``"random"`` protein pairs, ``"degree_matched"`` hard
+            negatives (:func:`~.link_prediction.sample_degree_matched_negatives`), or ``"mixed"`` (half each).
         device: where to train.
 
     Returns:
-        dict with `loss_curve` (per-step loss), `edge_loss_curve`, `degree_loss_curve`, `auroc`, `ap`
-        (held-out pairs vs as many random non-interacting protein pairs, scored with the held-out pairs
-        absent from the graph), `n_train_edges`, `n_test_edges`, `n_cells`, `seconds_per_step`.
+        dict with `loss_curve` (per-step loss), `edge_loss_curve`, `degree_loss_curve`; `evaluation`:
+        held-out pairs (absent from the graph throughout) against as many random and as many
+        degree-matched negatives, each with AUROC / AP / Hits@50 (:func:`evaluate_link_prediction`);
+        `auroc`, `ap` (random negatives, as before); `train_edges`, `test_edges` (for baselines on the
+        same pairs); `n_train_edges`, `n_test_edges`, `n_cells`, `seconds_per_step`.
     """
+    if negatives not in ("random", "degree_matched", "mixed"):
+        raise ValueError(f"negatives must be 'random', 'degree_matched' or 'mixed'; got {negatives!r}")
     mask_ratio = model.config.mask_ratio if mask_ratio is None else mask_ratio
     if not 0.0 < mask_ratio < 1.0:
         raise ValueError(f"mask_ratio must be in (0, 1), got {mask_ratio}.")
@@ -161,12 +206,13 @@ def pretrain(
         cells = torch.randperm(num_cells, generator=generator)[:batch_size]
         perm = torch.randperm(num_train, generator=generator)
         positives, visible = train_edges[:, perm[:num_masked]], train_edges[:, perm[num_masked:]]
-        negatives = sample_negative_edges(num_masked, protein_range, all_pairs, generator)
+        negs = _training_negatives(positives, train_edges, all_pairs, graph.num_nodes, protein_range, negatives,
+                                   generator)
         out = model(
             expression[cells].to(device),
             train_graph,
             positives.to(device),
-            negatives.to(device),
+            negs.to(device),
             measured_mask=measured_mask[cells].to(device),
             ppi_edge_index=visible.to(device),  # degree targets: training graph, held-out pairs excluded
         )
@@ -185,16 +231,15 @@ def pretrain(
     embeddings = _mean_node_embeddings(
         model, expression[eval_cells], measured_mask[eval_cells], train_graph, batch_size, device
     )
-    auroc = ap = float("nan")
-    if test_edges.size(1) > 0:
-        negatives = sample_negative_edges(test_edges.size(1), protein_range, all_pairs, generator)
-        scores = model.score_edges(embeddings, torch.cat([test_edges, negatives], dim=1).to(device)).cpu().numpy()
-        truth = np.r_[np.ones(test_edges.size(1)), np.zeros(negatives.size(1))]
-        auroc, ap = float(roc_auc_score(truth, scores)), float(average_precision_score(truth, scores))
+    evaluation = evaluate_link_prediction(lambda pairs: model.score_edges(embeddings, pairs.to(device)).cpu().numpy(),
+                                          train_edges, test_edges, all_pairs, graph.num_nodes, protein_range, seed)
     return {
         **curves,
-        "auroc": auroc,
-        "ap": ap,
+        "evaluation": evaluation,
+        "auroc": evaluation["random"]["auroc"] if evaluation else float("nan"),
+        "ap": evaluation["random"]["ap"] if evaluation else float("nan"),
+        "train_edges": train_edges,
+        "test_edges": test_edges,
         "n_train_edges": int(num_train),
         "n_test_edges": int(test_edges.size(1)),
         "n_cells": int(num_cells),
@@ -332,4 +377,4 @@ def finetune(
     }
 
 
-__all__ = ["split_ppi_edges", "sample_negative_edges", "pretrain", "finetune", "predict", "recalibrate_batchnorm"]
+__all__ = ["split_ppi_edges", "sample_negative_edges", "evaluation_negatives", "evaluate_link_prediction", "pretrain", "finetune", "predict", "recalibrate_batchnorm"]

@@ -1,4 +1,5 @@
-"""``omnicelltosg`` command line: ``build`` a dataset from a recipe, run the end-to-end ``demo``."""
+"""``omnicelltosg`` command line: ``build`` a dataset from a recipe, run the end-to-end ``demo``, run the
+masked-edge pretraining ``pretrain-sweep``."""
 
 from __future__ import annotations
 
@@ -25,6 +26,15 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--recipe", type=Path, default=DEFAULT_RECIPE, help="YAML recipe (default: build/demo.yaml)")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--rebuild", action="store_true", help="rebuild the dataset even if a matching build exists")
+    w = sub.add_parser("pretrain-sweep", help="masked-edge pretraining at several mask ratios vs link-prediction "
+                                              "baselines on the same held-out PPI pairs")
+    w.add_argument("--dataset", type=Path, required=True, help="dataset folder (omnicelltosg build output)")
+    w.add_argument("--out", type=Path, default=Path("runs/pretrain_sweep"))
+    w.add_argument("--ratios", type=float, nargs="+", default=[1e-3, 0.1, 0.5, 0.7])
+    w.add_argument("--steps", type=int, default=60)
+    w.add_argument("--batch-size", type=int, default=8)
+    w.add_argument("--negatives", choices=["random", "degree_matched", "mixed"], default="mixed")
+    w.add_argument("--seed", type=int, default=0)
     return p
 
 
@@ -45,6 +55,12 @@ def main(argv: list[str] | None = None) -> int:
             from .demo import run_demo
 
             run_demo(args.data, args.out, recipe=args.recipe, seed=args.seed, rebuild=args.rebuild)
+        elif args.command == "pretrain-sweep":
+            from .pretrain_sweep import run_sweep
+
+            run_sweep(args.dataset, args.out, ratios=args.ratios, steps=args.steps, batch_size=args.batch_size,
+                      negatives=args.negatives, seed=args.seed)
+            print((args.out / "pretraining_sweep.md").read_text())
     except (FileNotFoundError, FileExistsError, ValueError, KeyError) as err:
         print(f"omnicelltosg {args.command}: error: {err}", file=sys.stderr)
         return 2

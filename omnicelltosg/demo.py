@@ -132,7 +132,9 @@ def run_demo(data_dir: Path, out: Path, *, recipe: Path = DEFAULT_RECIPE, seed: 
     timings["pretrain"] = time.perf_counter() - t
     metrics["pretraining"] = {
         "auroc": pre["auroc"], "ap": pre["ap"], "n_train_edges": pre["n_train_edges"],
-        "n_test_edges": pre["n_test_edges"], "n_cells": pre["n_cells"], "negatives": "random protein pairs",
+        "n_test_edges": pre["n_test_edges"], "n_cells": pre["n_cells"],
+        "negatives": "training: half random, half degree-matched; AUROC/AP above: random negatives",
+        "evaluation": pre["evaluation"],
         "settings": PRETRAIN_SETTINGS, "loss_first10": float(np.mean(pre["loss_curve"][:10])),
         "loss_last10": float(np.mean(pre["loss_curve"][-10:])), "seconds_per_step": pre["seconds_per_step"],
         "save_load_max_abs_diff": roundtrip, "save_load_identical": roundtrip == 0.0,
