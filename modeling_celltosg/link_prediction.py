@@ -34,7 +34,8 @@ def node_degree(edge_index: Tensor, num_nodes: int) -> np.ndarray:
 
 
 def sample_degree_matched_negatives(positives: Tensor, train_edges: Tensor, exclude: Tensor, num_nodes: int,
-                                    generator: torch.Generator, max_rounds: int = 50) -> Tensor:
+                                    generator: torch.Generator, max_rounds: int = 50,
+                                    max_bin_widening: int = 2) -> Tensor:
     """Hard negatives: for each positive ``(u, v)``, ``(u, v')`` with ``v'`` drawn uniformly from the
     proteins in ``v``'s degree bin (``floor(log2(1 + degree))`` on ``train_edges``) and ``(u, v')``
     not a true pair.
@@ -46,9 +47,13 @@ def sample_degree_matched_negatives(positives: Tensor, train_edges: Tensor, excl
         num_nodes: ``N`` (global index space).
         generator: CPU generator.
 
+        max_rounds: draws per bin before the next bin is tried.
+        max_bin_widening: when a bin yields no valid partner (hub bins are small and their members
+            often all interact with ``u``), the bins ``±1 … ±max_bin_widening`` are tried in turn.
+
     Returns:
-        LongTensor ``[2, P']`` with ``P' ≤ P`` (a positive whose bin holds no valid partner after
-        ``max_rounds`` draws is skipped; in practice ``P' = P``).
+        LongTensor ``[2, P']`` with ``P' ≤ P`` (a positive with no valid partner in any tried bin is
+        skipped).
     """
     rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
     deg = node_degree(train_edges, num_nodes)
@@ -62,14 +67,18 @@ def sample_degree_matched_negatives(positives: Tensor, train_edges: Tensor, excl
     swap_end = np.where(flip, pos[0], pos[1])
     out_u, out_v = [], []
     for u, v in zip(keep_end, swap_end):
-        pool = members.get(int(bins[v]))
-        if pool is None or len(pool) < 2:
-            continue
-        for _ in range(max_rounds):
-            w = int(pool[rng.integers(len(pool))])
-            if w != u and (min(u, w) * num_nodes + max(u, w)) not in excluded:
-                out_u.append(int(u))
-                out_v.append(w)
+        for width in range(max_bin_widening + 1):  # the degree bin, then its neighbours if it is exhausted
+            pool = np.concatenate([members.get(int(bins[v]) + d, np.zeros(0, np.int64))
+                                   for d in sorted({-width, width})])
+            found = False
+            for _ in range(max_rounds if len(pool) > 1 else 0):
+                w = int(pool[rng.integers(len(pool))])
+                if w != u and (min(u, w) * num_nodes + max(u, w)) not in excluded:
+                    out_u.append(int(u))
+                    out_v.append(w)
+                    found = True
+                    break
+            if found:
                 break
     return torch.tensor([out_u, out_v], dtype=torch.long)
 
