@@ -51,7 +51,21 @@ def _load(path: str | Path, config: str) -> datasets.Dataset:
     names = datasets.get_dataset_config_names(str(path))
     if config not in names:
         raise ValueError(f"Config {config!r} not in the dataset at {path}; available configs: {names}")
-    return datasets.load_dataset(str(path), config, split="train")
+    return datasets.load_dataset(str(path), config, split="train", cache_dir=str(dataset_cache_dir(path)))
+
+
+def dataset_cache_dir(path: str | Path) -> Path:
+    """The ``datasets`` cache folder of one build of a dataset folder.
+
+    ``datasets`` keys the Arrow cache of a local folder by its name and configuration, not by the
+    content of its files, so a rebuilt folder (or another build in a folder of the same name) was
+    served the previous build's cached rows. The cache is therefore namespaced by the folder's
+    absolute path and its ``build_info.json`` (which differs for every build).
+    """
+    path = Path(path).resolve()
+    info = path / "build_info.json"
+    stamp = hashlib.sha256(str(path).encode() + (info.read_bytes() if info.exists() else b"")).hexdigest()[:16]
+    return Path(datasets.config.HF_DATASETS_CACHE) / "omnicelltosg" / f"{path.name}-{stamp}"
 
 
 def _build_info(path: str | Path) -> dict:
@@ -66,7 +80,9 @@ def load_graph(path: str | Path) -> tuple[TOSGGraph, pd.DataFrame]:
     -------
     graph : :class:`modeling_celltosg.graph.TOSGGraph` — ``internal_edge_index`` [2, Ei]
         transcript → protein, ``ppi_edge_index`` [2, Ep] (one row per unordered pair),
-        ``name_embeddings`` / ``description_embeddings`` float32 [N, 384], ``entity_version``.
+        ``name_embeddings`` / ``description_embeddings`` float32 [N, 384], ``entity_version``, and
+        when the dataset has them ``sequence_embeddings`` float32 [N, S] (UniRep) with
+        ``sequence_present`` bool [N].
     entities : the ``entities`` table (entity_index, entity_id, entity_type, symbol, name, …).
     """
     entities = _load(path, "entities").to_pandas().sort_values("entity_index", ignore_index=True)
@@ -85,6 +101,9 @@ def load_graph(path: str | Path) -> tuple[TOSGGraph, pd.DataFrame]:
         description_embeddings=torch.from_numpy(np.asarray(emb["description_embedding"], dtype=np.float32)[order]),
         entity_version=version,
     )
+    if "sequence_embedding" in emb.column_names:
+        graph.sequence_embeddings = torch.from_numpy(np.asarray(emb["sequence_embedding"], dtype=np.float32)[order])
+        graph.sequence_present = torch.from_numpy(np.asarray(emb["has_sequence_embedding"], dtype=bool)[order])
     return graph, entities
 
 

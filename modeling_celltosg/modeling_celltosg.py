@@ -106,6 +106,11 @@ class CellTOSGEmbeddings(nn.Module):
         self.sequence_projection = (
             nn.Linear(config.sequence_embedding_dim, d) if config.sequence_embedding_dim > 0 else None
         )
+        # Entities without a sequence (transcripts, proteins without one) get a learned vector, not a zero
+        # projection that would look like a real, very short sequence.
+        self.missing_sequence = (
+            nn.Parameter(torch.randn(d) * 0.02) if config.sequence_embedding_dim > 0 else None
+        )
         self.fusion = CellTOSGModalityFusion(config)
 
     def forward(self, expression: Tensor, measured_mask: Tensor | None, graph: TOSGGraph) -> Tensor:
@@ -114,7 +119,11 @@ class CellTOSGEmbeddings(nn.Module):
             self.description_projection(graph.description_embeddings).unsqueeze(1),
         ]
         if self.sequence_projection is not None:
-            priors.append(self.sequence_projection(graph.sequence_embeddings).unsqueeze(1))
+            seq = self.sequence_projection(graph.sequence_embeddings)
+            present = graph.sequence_present
+            if present is not None:
+                seq = torch.where(present.unsqueeze(-1), seq, self.missing_sequence.to(seq.dtype))
+            priors.append(seq.unsqueeze(1))
         nt = graph.num_transcripts
         # Gene-aware omic token: the value also scales the gene's own prior vector, so that summing
         # tokens over genes is a prior-parameterised linear map of the expression profile (a value MLP
@@ -299,6 +308,8 @@ class CellTOSGModel(CellTOSGPreTrainedModel):
         for name, dim in expected.items():
             t = getattr(graph, name)
             width = None if t is None else t.size(-1)
+            if dim is None:  # a model without a sequence prior ignores one the graph may carry
+                continue
             if width != dim:
                 raise ValueError(f"graph.{name} has width {width}; the model expects {dim} (None = absent).")
         if expression.dim() != 2 or expression.size(1) != cfg.num_transcripts:

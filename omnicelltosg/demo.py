@@ -116,8 +116,7 @@ def run_demo(data_dir: Path, out: Path, *, recipe: Path = DEFAULT_RECIPE, seed: 
     all_cells = load_cells(dataset_dir)
     keep = [i for i, cid in enumerate(all_cells["cell_id"]) if cid not in test_ids]
     x_pre, m_pre = expression_tensors(all_cells.select(keep), graph.num_transcripts, gene_panels(dataset_dir))
-    config = CellTOSGConfig(num_transcripts=graph.num_transcripts, num_proteins=graph.num_proteins,
-                            entity_version=graph.entity_version, **MODEL_SETTINGS)
+    config = CellTOSGConfig.for_graph(graph, **MODEL_SETTINGS)
     model = CellTOSGForPretraining(config)
     pre = pretrain(model, x_pre, m_pre, graph, seed=seed, **PRETRAIN_SETTINGS)
     pretrained_dir = out / "checkpoints" / "pretrained"

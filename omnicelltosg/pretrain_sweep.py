@@ -45,8 +45,7 @@ def run_sweep(dataset_dir: Path, out: Path, *, ratios=DEFAULT_RATIOS, steps: int
                      "celltosg_fm": {}, "baselines": {}}
     for ratio in ratios:
         torch.manual_seed(seed)
-        config = CellTOSGConfig(num_transcripts=graph.num_transcripts, num_proteins=graph.num_proteins,
-                                entity_version=graph.entity_version, **MODEL_SETTINGS)
+        config = CellTOSGConfig.for_graph(graph, **MODEL_SETTINGS)
         t = time.perf_counter()
         res = pretrain(CellTOSGForPretraining(config), x, m, graph, steps=steps, batch_size=batch_size, lr=lr,
                        mask_ratio=ratio, held_out_fraction=held_out_fraction, seed=seed, negatives=negatives)

@@ -28,8 +28,7 @@ def _model(graph):
     from modeling_celltosg import CellTOSGConfig, CellTOSGForPretraining
 
     torch.manual_seed(0)
-    cfg = CellTOSGConfig(num_transcripts=graph.num_transcripts, num_proteins=graph.num_proteins, hidden_size=8,
-                         layer_type="gcn", dropout=0.0, entity_version=graph.entity_version)
+    cfg = CellTOSGConfig.for_graph(graph, hidden_size=8, layer_type="gcn", dropout=0.0)
     return CellTOSGForPretraining(cfg)
 
 

@@ -9,6 +9,7 @@ import datasets
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 
 from dataset_script.ingest import read_dataset, values_are_counts
@@ -183,3 +184,19 @@ def test_cli_reports_bad_input_with_exit_status_2(tmp_path, data_dir, capsys):
     assert status == 2
     assert "missing.h5ad" in capsys.readouterr().err
     _assert_nothing_written(tmp_path)
+
+
+def test_protein_sequence_priors_are_unirep_h_avg(built, data_dir):
+    from dataset_script.loader import load_graph
+    from modeling_celltosg.unirep import UniRep
+
+    graph, entities = load_graph(built[0])
+    assert graph.sequence_embeddings.shape == (graph.num_nodes, 64)
+    has_seq = (entities["entity_type"] == "protein") & (entities["sequence"].fillna("").str.len() > 0)
+    assert np.array_equal(graph.sequence_present.numpy(), has_seq.to_numpy())
+    assert not graph.sequence_embeddings[~graph.sequence_present].any()  # placeholders, never read
+    rows = np.flatnonzero(has_seq.to_numpy())[[0, 7, 42]]
+    net = UniRep.from_npz(data_dir / "models" / "unirep_uniref50_64units_jax-unirep3.0.0.npz")
+    direct = net.embed(entities["sequence"].iloc[rows].tolist())
+    torch.testing.assert_close(graph.sequence_embeddings[rows], direct, rtol=1e-4, atol=1e-5)
+    assert "UniRep 64" in built[1]["encoders"]["sequence"]

@@ -143,6 +143,35 @@ def test_unmeasured_uses_learned_embedding_not_zero():
     torch.testing.assert_close(unmeasured, unmeasured_other_value)  # value ignored where unmeasured
 
 
+def test_entities_without_sequence_use_the_learned_missing_vector():
+    from dataclasses import replace
+
+    torch.manual_seed(0)
+    graph = toy_graph()
+    seq = torch.randn(6, 8)
+    present = torch.tensor([False, False, False, True, True, False])  # p5 (index 5) has no sequence
+    graph = replace(graph, sequence_embeddings=seq, sequence_present=present)
+    config = CellTOSGConfig.for_graph(graph, layer_type="gcn")
+    assert config.sequence_embedding_dim == 8 and config.entity_version == "v1"
+    model = CellTOSGModel(config).eval()
+    x = torch.rand(1, 3)
+    with torch.no_grad():
+        base = model(x, graph).last_hidden_state
+        junk = seq.clone()
+        junk[5] = 100.0  # the placeholder row of an entity without a sequence is never read
+        same = model(x, replace(graph, sequence_embeddings=junk)).last_hidden_state
+        real = seq.clone()
+        real[3] += 1.0  # a real sequence embedding is used
+        moved = model(x, replace(graph, sequence_embeddings=real)).last_hidden_state
+        zero_proj = model.embeddings.sequence_projection(torch.zeros(1, 8))
+    torch.testing.assert_close(base, same)
+    assert (moved - base).abs().max() > 1e-4
+    assert (model.embeddings.missing_sequence - zero_proj).abs().max() > 1e-4  # not a zero embedding
+    # a model without a sequence prior runs on the same graph (ignores it)
+    plain = CellTOSGModel(toy_config(layer_type="gcn")).eval()
+    assert plain(x, graph).last_hidden_state.shape == base.shape
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Graph / version checks and configuration
 # ---------------------------------------------------------------------------------------------------------

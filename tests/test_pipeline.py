@@ -62,8 +62,7 @@ def test_pretraining_steps_lower_loss_and_round_trip(built, graph, tmp_path):
     cells = load_cells(built[0], conditions={"dataset_id": "kang2018_muscat"})
     x, m = expression_tensors(cells, g.num_transcripts, gene_panels(built[0]))
     torch.manual_seed(0)
-    cfg = CellTOSGConfig(num_transcripts=g.num_transcripts, num_proteins=g.num_proteins, hidden_size=16,
-                         layer_type="gat", num_heads=2, dropout=0.0, entity_version=g.entity_version)
+    cfg = CellTOSGConfig.for_graph(g, hidden_size=16, layer_type="gat", num_heads=2, dropout=0.0)
     model = CellTOSGForPretraining(cfg)
     res = pretrain(model, x, m, g, steps=30, batch_size=4, lr=3e-3, seed=0, eval_max_cells=16)
     curve = res["loss_curve"]
@@ -75,7 +74,10 @@ def test_pretraining_steps_lower_loss_and_round_trip(built, graph, tmp_path):
     with torch.no_grad():
         a = model.celltosg(expression=x[:3], graph=g, measured_mask=m[:3]).last_hidden_state
         b = loaded(expression=x[:3], graph=g, measured_mask=m[:3]).last_hidden_state
-    assert torch.equal(a, b)
+    saved, reloaded = model.celltosg.state_dict(), loaded.state_dict()
+    assert saved.keys() == reloaded.keys() and all(torch.equal(saved[k], reloaded[k]) for k in saved)
+    # identical weights; outputs equal up to the summation order of multi-threaded CPU kernels
+    torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
 
 
 def test_finetuning_lowers_loss_on_real_cohort(kang, graph):
@@ -85,8 +87,7 @@ def test_finetuning_lowers_loss_on_real_cohort(kang, graph):
     g, _ = graph
     x, m, y = kang.tensors()
     torch.manual_seed(0)
-    cfg = CellTOSGConfig(num_transcripts=g.num_transcripts, num_proteins=g.num_proteins, hidden_size=16,
-                         layer_type="gcn", dropout=0.0, entity_version=g.entity_version, num_labels=2)
+    cfg = CellTOSGConfig.for_graph(g, hidden_size=16, layer_type="gcn", dropout=0.0, num_labels=2)
     res = finetune(CellTOSGForCellClassification(cfg), x, m, y, g, train_idx=torch.as_tensor(kang.splits["train"]),
                    val_idx=torch.as_tensor(kang.splits["validation"]), test_idx=torch.as_tensor(kang.splits["test"]),
                    epochs=4, batch_size=8, lr=3e-3, seed=0)
@@ -103,8 +104,7 @@ def test_signaling_on_real_kang_cohort(kang, graph, tmp_path):
     g, entities = graph
     x, m, _ = kang.tensors()
     torch.manual_seed(0)
-    cfg = CellTOSGConfig(num_transcripts=g.num_transcripts, num_proteins=g.num_proteins, hidden_size=8,
-                         layer_type="gat", num_heads=2, dropout=0.0, entity_version=g.entity_version, num_labels=2)
+    cfg = CellTOSGConfig.for_graph(g, hidden_size=8, layer_type="gat", num_heads=2, dropout=0.0, num_labels=2)
     idx = np.r_[0:12, len(x) - 12:len(x)]  # both conditions
     pairs, weights = edge_attention(CellTOSGForCellClassification(cfg).eval(), x[idx], m[idx], g, batch_size=8)
     assert weights.shape == (len(idx), g.ppi_edge_index.shape[1]) and pairs.shape == (2, weights.shape[1])
