@@ -124,7 +124,8 @@ class CellTOSGDataLoader:
         c = self.cohort
         self.label_column = c.label_column
         self.label_mapping = {name: i for i, name in enumerate(c.label_names)} if c.label_names else None
-        n_nodes = int(_build_info(root)["n_transcripts"]) + int(_build_info(root)["n_proteins"])
+        info = _build_info(root)
+        n_nodes = int(info["n_transcripts"]) + int(info["n_proteins"])
         x, _, y = c.tensors()
         x, y = x.numpy(), y.numpy()
         meta = c.cells.select_columns([k for k in c.cells.column_names if not k.startswith("expression_")]).to_pandas()
