@@ -1,0 +1,781 @@
+"""Benchmark: shared-topology message passing (``modeling_celltosg.graph``) vs PyG on replicated graphs.
+
+A batch of B cells shares ONE Text-Omic Signaling Graph. ``SharedGCNConv`` / ``SharedGATConv`` keep the
+features as ``[N, B, F]`` and pass messages once over the shared edge list; the original OmniCellTOSG
+code built a PyG ``Batch`` of B copies of the graph (edge list replicated B times, offset per copy) and
+ran ``GCNConv`` / ``GATConv`` on it. This script measures both implementations of the SAME computation.
+
+Model (both parts): a 2-layer stack ``conv2(relu(conv1(x)))``, input width F = 16.
+  GCN: 16 → 16 → 16 (``SharedGCNConv`` vs ``torch_geometric.nn.GCNConv``, default arguments).
+  GAT: 16 → 2 heads × 8 (concatenated = 16) → 2 heads × 8 (``SharedGATConv`` vs ``GATConv(heads=2)``).
+One training step = forward of the stack + ``loss = out.pow(2).mean()`` + ``loss.backward()``
+(gradients w.r.t. all parameters; the input features are constants).
+
+Part A — real entity graph (``--dataset``): transcript→protein internal edges + BOTH directions of every
+PPI pair (``ppi_directed``), no self-loops (each layer adds them as its PyG counterpart does).
+For each layer ∈ {gcn, gat}, B ∈ {1, 4, 16, 64} and implementation ∈ {shared, pyg}, a FRESH subprocess
+(``torch.set_num_threads(2)`` by default, address space capped with ``RLIMIT_AS = --guard-gib``):
+  * builds the inputs: shared → ``x [N, B, 16]``; pyg → ``Batch.from_data_list`` of B ``Data`` copies
+    (built once, outside the timed region; the build itself is timed separately as "batch build / step",
+    median of 3 builds — the original rebuilt it every step);
+  * weights: both implementations draw the shared stack's weights from the same seed and the PyG stack
+    gets a copy (parameter names are identical), biases are set non-zero; the first step's output and
+    parameter gradients of both implementations are saved and the parent ASSERTS they agree
+    (outputs rtol 1e-4 / atol 1e-5, gradients max|Δ| ≤ 1e-3·max|ref|) before reporting any number;
+  * memory: ``/proc/self/status`` VmRSS is read right before the first forward (graph, inputs and
+    modules built, ``gc.collect()`` done), then the kernel's peak-RSS counter is reset
+    (``echo 5 > /proc/self/clear_refs``, Linux ≥ 4.0) and VmHWM is read after the step(s):
+    peak memory of forward+backward = VmHWM − RSS-before (max over all steps). Torch CPU allocations are
+    invisible to tracemalloc, but they are resident pages, so this counts them exactly; glibc malloc
+    defaults are kept (fragmentation/retention a user would see is included). (``ru_maxrss`` is not
+    usable for this: Linux carries the parent's peak into a fork+exec'd child.) The replicated inputs of the PyG side are NOT in the delta
+    (they are built before the baseline); their size is reported separately ("inputs MiB").
+  * speed: ``--warmup`` steps (first one = the memory/check step), then ``--steps`` timed steps;
+    cells/s = B × steps / wall time (the best single step is reported too, as a noise check).
+    Measurement processes run with ``OMP_WAIT_POLICY=PASSIVE`` (``--omp-active`` disables it): on a
+    2-core machine shared with other work, OpenMP's default spin-waiting made 2-thread torch ops up to
+    10× slower (a 19.6k-node GCNConv step: 0.6 s vs 0.06 s) for both implementations alike.
+  A config that hits the guard (allocation failure under RLIMIT_AS) is reported "exceeds limit".
+  Targets stated against the measurements at B = 16: shared ≥ 5× PyG cells/s, shared ≤ ¼ PyG peak memory.
+
+Part B — original size: a random graph with 533,458 nodes and 16,600,000 directed edges whose degrees
+follow the real TOSG: every node draws a real out-degree and (independently) a real in-degree from the
+empirical distributions of the Part-A graph; the 16.6M edges are then drawn as (source ∝ drawn
+out-degree, target ∝ drawn in-degree), self-loops and duplicate edges dropped and re-drawn until exactly
+16.6M distinct edges exist (so the out-/in-degree profiles are the real ones rescaled to mean ≈ 31.1,
+including the real fraction of nodes that never send / never receive). For the shared GCN and GAT
+stacks, the largest B whose forward+backward fits in ``--budget-gib`` is searched with every trial in
+a fresh subprocess whose WHOLE address space (interpreter + torch + graph + inputs + step) is capped
+with ``RLIMIT_AS = budget`` (a refused allocation = "does not fit"). ``--search double`` is the plain
+doubling-then-bisection (stop when hi − lo ≤ max(1, lo/8)); the default ``--search fit`` starts the
+same way (B = 1, 2) but jumps to the B where the measured peak address space extrapolates to the
+budget, then confirms — exact answer, a fitting trial at B and a failing one at B + 1, in 3–7 trials
+instead of 6–10, because one fitting trial at B ≈ 60 costs ~1.5 min (GCN) and at B ≈ 8 ~5 min (GAT)
+here (see `search_max_b`). cells/s at the largest B is that trial's single forward+backward step
+(``--steps-b N`` re-times it with 1 warm-up + N steps). The PyG side (replicated offset edge_index,
+equivalent to a ``Batch``, built inside the budget) is searched the same way (``--no-pyg-scale`` skips
+it). Note: RLIMIT_AS bounds VIRTUAL memory (≈1.1 GiB of it is mapped right after importing torch), so it is a
+slightly stricter budget than the same amount of RSS.
+
+Runtime on the 2-core reference machine (shared with other jobs, load 3–7): Part A ≈ 10 min, Part B
+≈ 27 min at a 16 GiB budget (18 trials, 14 of them complete steps on the 16.6M-edge graph).
+
+Run (repository root; the machine needs ≈ budget + 2 GiB free RAM):
+    python benchmarks/bench_graph.py --dataset runs/demo/dataset --part A --json benchmarks/results/graph_A.json
+    python benchmarks/bench_graph.py --dataset runs/demo/dataset --part B --budget-gib 16 \
+        --json benchmarks/results/graph_B.json
+The tables are printed and, with ``--json X.json``, also written to ``X.txt``.
+``--profile-gat B`` additionally profiles one shared and one PyG GAT step (torch.profiler) on the
+Part-A graph and prints the top operators by self CPU time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import hashlib
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+GIB = 1 << 30
+MIB = 1 << 20
+F_IN = 16
+N_SCALE = 533_458
+E_SCALE = 16_600_000
+OMP_WAIT_POLICY = "PASSIVE"  # see the module docstring; main() may clear it (--omp-active)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Memory helpers (Linux /proc)
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+def rss_bytes() -> int:
+    return _status_kib("VmRSS") * 1024
+
+
+def hwm_bytes() -> int:
+    return _status_kib("VmHWM") * 1024
+
+
+def reset_hwm() -> bool:
+    """Reset the kernel's peak-RSS counter (VmHWM) to the current RSS; False if not permitted."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def mem_available() -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Models (child side)
+# ---------------------------------------------------------------------------------------------------------
+
+
+def make_stacks(layer: str, impl: str, seed: int):
+    """The shared 2-layer stack (always built, from `seed`) and, for impl == 'pyg', a PyG stack with
+    copied weights. Returns the module to run."""
+    import torch
+    from torch import nn
+
+    from modeling_celltosg.graph import SharedGATConv, SharedGCNConv
+
+    class Stack(nn.Module):
+        def __init__(self, conv1, conv2):
+            super().__init__()
+            self.conv1, self.conv2 = conv1, conv2
+
+        def forward(self, x, edge_index):
+            return self.conv2(torch.relu(self.conv1(x, edge_index)), edge_index)
+
+    torch.manual_seed(seed)
+    if layer == "gcn":
+        shared = Stack(SharedGCNConv(F_IN, 16), SharedGCNConv(16, 16))
+    else:
+        shared = Stack(SharedGATConv(F_IN, 8, heads=2), SharedGATConv(16, 8, heads=2))
+    with torch.no_grad():
+        for conv in (shared.conv1, shared.conv2):
+            conv.bias.normal_(0, 0.1)
+    if impl == "shared":
+        return shared
+    from torch_geometric.nn import GATConv, GCNConv
+
+    if layer == "gcn":
+        pyg = Stack(GCNConv(F_IN, 16), GCNConv(16, 16))
+    else:
+        pyg = Stack(GATConv(F_IN, 8, heads=2), GATConv(16, 8, heads=2))
+    src = dict(shared.named_parameters())
+    dst = dict(pyg.named_parameters())
+    assert set(src) == set(dst), (sorted(src), sorted(dst))
+    with torch.no_grad():
+        for name, p in dst.items():
+            assert p.shape == src[name].shape, name
+            p.copy_(src[name])
+    return pyg
+
+
+def prep_child(spec: dict) -> dict:
+    """Build the benchmark graph file in a separate process (keeps the parent lean): the real TOSG
+    (Part A) or the original-size random graph (Part B)."""
+    import torch
+
+    ei, n, info = real_edge_index(spec["dataset"])
+    if spec["which"] == "B":
+        t0 = time.perf_counter()
+        ei, info = scale_graph(ei, n, N_SCALE, E_SCALE, spec["seed"])
+        info["generation_s"] = time.perf_counter() - t0
+        n = N_SCALE
+    torch.save({"edge_index": ei, "num_nodes": n}, spec["graph"])
+    return info
+
+
+def child_main(spec: dict) -> dict:
+    """One (implementation, layer, B) measurement in this fresh process. Returns a result dict."""
+    import torch
+
+    torch.set_num_threads(spec["threads"])
+    res: dict = {"status": "ok", "rss_import_mib": rss_bytes() / MIB}
+    try:
+        g = torch.load(spec["graph"])
+        edge_index, n = g["edge_index"], int(g["num_nodes"])
+        del g
+        b, impl = spec["B"], spec["impl"]
+        model = make_stacks(spec["layer"], impl, spec["seed"])
+        gen = torch.Generator().manual_seed(spec["seed"] + 1)
+        x = torch.randn(n, b, F_IN, generator=gen)
+        rss_graph = rss_bytes()
+        if impl == "shared":
+            inp, ei = x, edge_index
+        elif spec.get("batch") == "data":  # Part A: the original's torch_geometric Batch
+            from torch_geometric.data import Batch, Data
+
+            times = []
+            for _ in range(spec.get("build_reps", 3)):
+                t0 = time.perf_counter()
+                batch = Batch.from_data_list([Data(x=x[:, c], edge_index=edge_index, num_nodes=n) for c in range(b)])
+                times.append(time.perf_counter() - t0)
+                if _ < spec.get("build_reps", 3) - 1:
+                    del batch
+            res["batch_build_s"] = sorted(times)[len(times) // 2]
+            inp, ei = batch.x, batch.edge_index
+            del batch, x
+        else:  # Part B: the equivalent offset edge_index of B copies (cell-major node order)
+            t0 = time.perf_counter()
+            offs = torch.arange(b, dtype=torch.long).repeat_interleave(edge_index.size(1)) * n
+            ei = edge_index.repeat(1, b) + offs
+            del offs
+            inp = x.transpose(0, 1).reshape(b * n, F_IN)
+            del x
+            res["batch_build_s"] = time.perf_counter() - t0
+        gc.collect()
+        rss_before = rss_bytes()
+        res["inputs_mib"] = (rss_before - rss_graph) / MIB
+        res["rss_before_mib"] = rss_before / MIB
+        res["hwm_reset"] = reset_hwm()
+
+        def step():
+            out = model(inp, ei)
+            loss = out.pow(2).mean()
+            loss.backward()
+            return out, loss
+
+        t0 = time.perf_counter()
+        out, loss = step()
+        res["first_step_s"] = time.perf_counter() - t0
+        peak = hwm_bytes()
+        res["loss"] = float(loss)
+        if spec.get("check"):
+            o = out.detach()
+            if impl != "shared":
+                o = o.view(b, n, -1).transpose(0, 1)
+            torch.save(
+                {"out": o.contiguous(), "grads": {k: p.grad.clone() for k, p in model.named_parameters()}},
+                spec["check"],
+            )
+            del o
+        del out, loss
+        for p in model.parameters():
+            p.grad = None
+        gc.collect()
+        reset_hwm()
+        for _ in range(spec["warmup"] - 1):
+            step()
+            for p in model.parameters():
+                p.grad = None
+        step_times = []
+        t0 = time.perf_counter()
+        for _ in range(spec["steps"]):
+            t1 = time.perf_counter()
+            step()
+            for p in model.parameters():
+                p.grad = None
+            step_times.append(time.perf_counter() - t1)
+        dt = time.perf_counter() - t0
+        res["step_times_s"] = step_times
+        res["loadavg_1min"] = os.getloadavg()[0]
+        peak = max(peak, hwm_bytes())
+        res["peak_delta_mib"] = (peak - rss_before) / MIB
+        res["peak_rss_mib"] = peak / MIB
+        res["vm_peak_mib"] = _status_kib("VmPeak") / 1024  # lifetime peak address space (what RLIMIT_AS caps)
+        if spec["steps"]:
+            res["step_s"] = dt / spec["steps"]
+            res["cells_per_s"] = b * spec["steps"] / dt
+            res["cells_per_s_best_step"] = b / min(step_times)
+        else:
+            res["step_s"] = res["first_step_s"]
+            res["cells_per_s"] = b / res["first_step_s"]
+    except (MemoryError, RuntimeError) as err:  # allocation refused under RLIMIT_AS
+        msg = str(err)
+        if isinstance(err, MemoryError) or "memory" in msg.lower() or "alloc" in msg.lower():
+            res = {"status": "exceeds limit", "error": msg[:300]}
+        else:
+            raise
+    return res
+
+
+def run_child(spec: dict, limit_bytes: int, timeout: float) -> dict:
+    """Run `child_main(spec)` in a fresh interpreter with RLIMIT_AS = limit_bytes."""
+    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
+        result_path = f.name
+    spec = dict(spec, result=result_path)
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_AS, (limit_bytes, limit_bytes))
+
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--_child", json.dumps(spec)]
+    t0 = time.perf_counter()
+    try:
+        env = dict(os.environ, OMP_WAIT_POLICY=OMP_WAIT_POLICY) if OMP_WAIT_POLICY else None
+        proc = subprocess.run(cmd, preexec_fn=limit, capture_output=True, text=True, timeout=timeout, cwd=ROOT,
+                              env=env)
+    except subprocess.TimeoutExpired:
+        os.unlink(result_path)
+        return {"status": "timeout", "wall_s": timeout}
+    wall = time.perf_counter() - t0
+    try:
+        res = json.loads(Path(result_path).read_text())
+    except (OSError, ValueError):
+        tail = (proc.stderr or "")[-600:]
+        oom = any(s in tail for s in ("MemoryError", "std::bad_alloc", "can't allocate", "Cannot allocate"))
+        res = {"status": "exceeds limit" if oom else f"failed (rc={proc.returncode})", "stderr": tail}
+    finally:
+        if os.path.exists(result_path):
+            os.unlink(result_path)
+    res["process_wall_s"] = wall
+    return res
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Graphs (parent side)
+# ---------------------------------------------------------------------------------------------------------
+
+
+def real_edge_index(dataset: str):
+    import torch
+
+    from dataset_script.loader import load_graph
+    from modeling_celltosg.graph import ppi_directed
+
+    graph, _ = load_graph(dataset)
+    ei = torch.cat([graph.internal_edge_index, ppi_directed(graph.ppi_edge_index)], dim=1).contiguous()
+    return ei, graph.num_nodes, {
+        "num_nodes": graph.num_nodes,
+        "num_transcripts": graph.num_transcripts,
+        "num_proteins": graph.num_proteins,
+        "internal_edges": int(graph.internal_edge_index.size(1)),
+        "ppi_pairs": int(graph.ppi_edge_index.size(1)),
+        "directed_edges": int(ei.size(1)),
+    }
+
+
+def scale_graph(real_ei, real_n: int, n: int, e: int, seed: int):
+    """Random [2, e] edge_index on n nodes following the real out-/in-degree profiles (module docstring)."""
+    import numpy as np
+    import torch
+
+    rng = np.random.default_rng(seed)
+    src_r, dst_r = real_ei.numpy()
+    out_deg = np.bincount(src_r, minlength=real_n)
+    in_deg = np.bincount(dst_r, minlength=real_n)
+    w_out = rng.choice(out_deg, size=n).astype(np.float64)
+    w_in = rng.choice(in_deg, size=n).astype(np.float64)
+    p_out, p_in = w_out / w_out.sum(), w_in / w_in.sum()
+    keys = np.empty(0, dtype=np.int64)
+    rounds = 0
+    while keys.size < e:
+        rounds += 1
+        need = e - keys.size
+        draw = int(need * 1.02) + 1000 if rounds > 1 else need
+        counts = rng.multinomial(draw, p_out)  # out-degree of every node in this round
+        s = np.repeat(np.arange(n, dtype=np.int64), counts)
+        d = rng.choice(n, size=draw, p=p_in).astype(np.int64)
+        k = s * n + d
+        k = k[s != d]
+        del s, d
+        keys = np.unique(np.concatenate([keys, k]))
+        if keys.size > e:  # drop a random surplus
+            keys = np.sort(rng.choice(keys, size=e, replace=False))
+    src, dst = keys // n, keys % n
+    del keys
+    od, idg = np.bincount(src, minlength=n), np.bincount(dst, minlength=n)
+    info = {
+        "num_nodes": n,
+        "directed_edges": int(src.size),
+        "generation": (
+            f"each node draws an out-degree and (independently) an in-degree from the empirical "
+            f"distributions of the real TOSG ({real_n} nodes, {real_ei.size(1)} directed edges); "
+            f"{e} distinct edges are drawn with source ~ drawn out-degree, target ~ drawn in-degree "
+            f"(multinomial), self-loops and duplicates dropped and re-drawn ({rounds} rounds); "
+            f"edges sorted by (source, target); numpy seed {seed}"
+        ),
+        "mean_out_degree": float(od.mean()),
+        "max_out_degree": int(od.max()),
+        "frac_no_out": float((od == 0).mean()),
+        "max_in_degree": int(idg.max()),
+        "frac_no_in": float((idg == 0).mean()),
+        "real_mean_out_degree": float(out_deg.mean()),
+        "real_max_out_degree": int(out_deg.max()),
+        "real_frac_no_out": float((out_deg == 0).mean()),
+        "real_max_in_degree": int(in_deg.max()),
+        "real_frac_no_in": float((in_deg == 0).mean()),
+    }
+    ei = torch.from_numpy(np.stack([src, dst]))
+    return ei, info
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Part A
+# ---------------------------------------------------------------------------------------------------------
+
+
+def prepare_graph(which: str, gpath: Path, args) -> dict:
+    spec = {"mode": "prep", "which": which, "dataset": str(Path(args.dataset).resolve()), "graph": str(gpath),
+            "seed": args.seed}
+    info = run_child(spec, int(min(args.guard_gib, 8) * GIB), args.timeout)
+    if "num_nodes" not in info:
+        sys.exit(f"graph preparation failed: {info}")
+    info.pop("process_wall_s", None)
+    return info
+
+
+def check_same(layer: str, b: int, shared_path: str, pyg_path: str) -> dict:
+    import torch
+
+    s, p = torch.load(shared_path), torch.load(pyg_path)
+    torch.testing.assert_close(s["out"], p["out"], rtol=1e-4, atol=1e-5,
+                               msg=lambda m: f"{layer} B={b}: outputs differ: {m}")
+    out_diff = float((s["out"] - p["out"]).abs().max())
+    grad_rel = {}
+    for name, gs in s["grads"].items():
+        gp = p["grads"][name].view_as(gs)
+        rel = float((gs - gp).abs().max() / gp.abs().max().clamp_min(1e-30))
+        grad_rel[name] = rel
+        assert rel <= 1e-3, f"{layer} B={b}: gradient of {name} differs (max rel {rel:.2e})"
+    return {"max_abs_out_diff": out_diff, "max_rel_grad_diff": max(grad_rel.values())}
+
+
+def fmt(v, spec="{:.1f}"):
+    return spec.format(v) if isinstance(v, (int, float)) else str(v)
+
+
+def part_a(args, tmp: Path, log) -> dict:
+    gpath = tmp / "graph_A.pt"
+    ginfo = prepare_graph("A", gpath, args)
+    log(f"Part A graph: {ginfo}")
+    guard = int(args.guard_gib * GIB)
+    rows = []
+    for layer in ("gcn", "gat"):
+        for b in args.batch_sizes:
+            row = {"layer": layer, "B": b}
+            for impl in ("shared", "pyg"):
+                spec = {
+                    "impl": impl, "layer": layer, "B": b, "graph": str(gpath), "seed": args.seed,
+                    "threads": args.threads, "warmup": args.warmup, "steps": args.steps, "batch": "data",
+                    "check": str(tmp / f"check_{impl}.pt"),
+                }
+                res = run_child(spec, guard, args.timeout)
+                row[impl] = res
+                log(f"  {layer} B={b:<3d} {impl:6s}: " + json.dumps({k: (round(v, 4) if isinstance(v, float) else v)
+                                                                    for k, v in res.items() if k != "stderr"}))
+                if res["status"] not in ("ok", "exceeds limit"):
+                    log(res.get("stderr", ""))
+            if row["shared"]["status"] == "ok" and row["pyg"]["status"] == "ok":
+                row["check"] = check_same(layer, b, str(tmp / "check_shared.pt"), str(tmp / "check_pyg.pt"))
+                row["speedup"] = row["shared"]["cells_per_s"] / row["pyg"]["cells_per_s"]
+                row["mem_ratio"] = row["shared"]["peak_delta_mib"] / max(row["pyg"]["peak_delta_mib"], 1e-9)
+                log(f"  {layer} B={b}: outputs/gradients agree {row['check']}")
+            for impl in ("shared", "pyg"):
+                Path(tmp / f"check_{impl}.pt").unlink(missing_ok=True)
+            rows.append(row)
+
+    hdr = (f"{'layer':5s} {'B':>3s} | {'shared cells/s':>14s} {'PyG cells/s':>11s} {'ratio':>6s} | "
+           f"{'best-step ratio':>15s} | "
+           f"{'shared MiB':>10s} {'PyG MiB':>8s} {'ratio':>6s} | {'PyG batch build ms/step':>23s} "
+           f"{'PyG inputs MiB':>14s} | {'max|Δout|':>9s}")
+    table = [hdr, "-" * len(hdr)]
+    for r in rows:
+        s, p = r["shared"], r["pyg"]
+        ok_s, ok_p = s["status"] == "ok", p["status"] == "ok"
+        table.append(
+            f"{r['layer']:5s} {r['B']:>3d} | "
+            f"{fmt(s.get('cells_per_s', s['status'])):>14s} {fmt(p.get('cells_per_s', p['status'])):>11s} "
+            f"{fmt(r.get('speedup', '-'), '{:.2f}'):>6s} "
+            f"{fmt(s['cells_per_s_best_step'] / p['cells_per_s_best_step'] if ok_s and ok_p else '-', '{:.2f}'):>15s} | "
+            f"{fmt(s.get('peak_delta_mib', s['status'])):>10s} {fmt(p.get('peak_delta_mib', p['status'])):>8s} "
+            f"{fmt(r.get('mem_ratio', '-'), '{:.3f}'):>6s} | "
+            f"{fmt(p['batch_build_s'] * 1e3 if ok_p else '-'):>23s} "
+            f"{fmt(p['inputs_mib'] if ok_p else '-'):>14s} | "
+            f"{fmt(r['check']['max_abs_out_diff'] if 'check' in r else '-', '{:.1e}'):>9s}"
+        )
+    table.append("cells/s = B x timed steps / wall time; best-step ratio = the same ratio from each side's fastest "
+                 "step (noise check); MiB = peak RSS of forward+backward above the RSS right before the first "
+                 "forward (inputs excluded; the PyG side's replicated Batch is in 'PyG inputs MiB').")
+    targets = []
+    for layer in ("gcn", "gat"):
+        r = next((r for r in rows if r["layer"] == layer and r["B"] == 16), None)
+        if r is None or "speedup" not in r:
+            targets.append(f"{layer.upper()} B=16: not measured")
+            continue
+        sp, mr = r["speedup"], r["mem_ratio"]
+        targets.append(
+            f"{layer.upper()} B=16: cells/s shared/PyG = {sp:.2f}x (target >= 5x: {'MET' if sp >= 5 else 'NOT MET'}); "
+            f"peak memory shared/PyG = {mr:.3f} (target <= 0.25: {'MET' if mr <= 0.25 else 'NOT MET'})"
+        )
+    return {"graph": ginfo, "rows": rows, "table": table, "targets": targets}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Part B
+# ---------------------------------------------------------------------------------------------------------
+
+
+def search_max_b(impl: str, layer: str, gpath: Path, args, log, b_cap: int = 4096) -> dict:
+    """Largest B whose forward+backward runs under RLIMIT_AS = budget, each trial a fresh process.
+
+    ``--search double``: B = 1, 2, 4, ... until a failure, then bisection until hi − lo ≤ max(1, lo/8).
+    ``--search fit`` (default): B = 1 and 2, then the next candidate is the linear extrapolation of the
+    measured peak address space (VmPeak, what RLIMIT_AS caps) of the two largest fitting trials to the
+    budget, clamped into the open bracket (lo, hi) and to at most 4·lo — or the bisection midpoint
+    after a failure in a still-wide bracket or when the last two trials fell on the same side (the
+    small-B fit can be far off: fixed costs such as sorting the edge list dominate there); repeated until hi = lo + 1, i.e. the answer is exact and confirmed by a fitting trial at B
+    and a failing one at B + 1. Failing trials at large B are cheap (they stop at the first refused
+    allocation), fitting ones cost a full step, which is why this beats plain doubling here.
+    """
+    budget = int(args.budget_gib * GIB)
+    trials: dict[int, dict] = {}
+
+    def trial(b: int) -> bool:
+        spec = {"impl": impl, "layer": layer, "B": b, "graph": str(gpath), "seed": args.seed,
+                "threads": args.threads, "warmup": 1, "steps": 0, "batch": "offset"}
+        res = run_child(spec, budget, args.timeout)
+        trials[b] = res
+        short = {k: (round(v, 2) if isinstance(v, float) else v) for k, v in res.items()
+                 if k in ("status", "first_step_s", "vm_peak_mib", "peak_rss_mib", "peak_delta_mib", "inputs_mib",
+                          "process_wall_s", "error")}
+        log(f"    {impl} {layer} B={b}: {json.dumps(short)}")
+        return res["status"] == "ok"
+
+    lo, hi = 0, None
+    if args.search == "double":
+        b = 1
+        while b <= b_cap:
+            if trial(b):
+                lo, b = b, b * 2
+            else:
+                hi = b
+                break
+        while hi is not None and hi - lo > max(1, lo // 8):
+            mid = (lo + hi) // 2
+            if trial(mid):
+                lo = mid
+            else:
+                hi = mid
+    else:
+        for b in (1, 2):
+            if trial(b):
+                lo = b
+            else:
+                hi = b
+                break
+        for _ in range(16):
+            if hi is not None and hi - lo <= 1:
+                break
+            fits = sorted(b for b, r in trials.items() if r["status"] == "ok")
+            b1, b2 = fits[-2], fits[-1]
+            v1, v2 = trials[b1]["vm_peak_mib"] * MIB, trials[b2]["vm_peak_mib"] * MIB
+            slope = (v2 - v1) / (b2 - b1)
+            pred = b2 + int((budget - v2) // slope) if slope > 0 else 2 * b2
+            cand = min(max(pred, lo + 1), (hi - 1) if hi is not None else b_cap, 4 * lo)
+            history = [trials[b]["status"] == "ok" for b in trials]
+            if hi is not None:
+                if not history[-1] and hi - lo > max(2, lo // 8):  # overshot with a wide bracket
+                    cand = min(cand, (lo + hi) // 2)
+                if history[-1] == history[-2]:  # the model missed twice on one side: bisect
+                    cand = (lo + hi) // 2
+            if trial(cand):
+                lo = cand
+            else:
+                hi = cand
+            if lo >= b_cap:
+                break
+    out = {"impl": impl, "layer": layer, "max_B": lo, "first_fail_B": hi, "search": args.search,
+           "trials": [dict(r, B=b) for b, r in trials.items()]}
+    if lo:
+        out["final"] = trials[lo]
+        if args.steps_b:
+            spec = {"impl": impl, "layer": layer, "B": lo, "graph": str(gpath), "seed": args.seed,
+                    "threads": args.threads, "warmup": 1, "steps": args.steps_b, "batch": "offset"}
+            out["final"] = run_child(spec, budget, args.timeout)
+            log(f"    {impl} {layer} timed B={lo}: " + json.dumps(
+                {k: (round(v, 3) if isinstance(v, float) else v) for k, v in out["final"].items() if k != "stderr"}))
+    return out
+
+
+def part_b(args, tmp: Path, log) -> dict:
+    gpath = tmp / "graph_B.pt"
+    ginfo = prepare_graph("B", gpath, args)
+    log(f"Part B graph: {json.dumps(ginfo, indent=1)}")
+    log(f"Budget: RLIMIT_AS = {args.budget_gib} GiB on every trial process (whole address space)")
+    results = []
+    impls = ["shared"] + ([] if args.no_pyg_scale else ["pyg"])
+    for layer in ("gcn", "gat"):
+        for impl in impls:
+            log(f"  searching {impl} {layer}")
+            results.append(search_max_b(impl, layer, gpath, args, log))
+    hdr = (f"{'layer':5s} {'impl':6s} | {'max B':>5s} {'first fail':>10s} {'trials':>6s} | {'cells/s':>8s} "
+           f"{'s/step':>7s} | {'VmPeak MiB':>10s} {'peak RSS MiB':>12s} {'Δ fwd+bwd MiB':>13s} {'MiB/cell':>8s} "
+           f"{'inputs MiB':>10s}")
+    table = [hdr, "-" * len(hdr)]
+    for r in results:
+        f = r.get("final", {})
+        ok = f.get("status") == "ok"
+        table.append(
+            f"{r['layer']:5s} {r['impl']:6s} | {r['max_B']:>5d} {fmt(r['first_fail_B'] or '-', '{:d}'):>10s} "
+            f"{len(r['trials']):>6d} | "
+            f"{fmt(f['cells_per_s'] if ok else f.get('status', '-'), '{:.3f}'):>8s} "
+            f"{fmt(f['step_s'] if ok else '-', '{:.1f}'):>7s} | "
+            f"{fmt(f['vm_peak_mib'] if ok else '-', '{:.0f}'):>10s} "
+            f"{fmt(f['peak_rss_mib'] if ok else '-', '{:.0f}'):>12s} "
+            f"{fmt(f['peak_delta_mib'] if ok else '-', '{:.0f}'):>13s} "
+            f"{fmt(f['peak_delta_mib'] / r['max_B'] if ok else '-', '{:.0f}'):>8s} "
+            f"{fmt(f['inputs_mib'] if ok else '-', '{:.0f}'):>10s}"
+        )
+    if not args.steps_b:
+        table.append("cells/s and s/step: the single forward+backward step of the fitting trial at max B "
+                     "(first step of a fresh process; --steps-b N re-times it with 1 warm-up + N steps).")
+    return {"graph": ginfo, "budget_gib": args.budget_gib, "results": results, "table": table}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Profile
+# ---------------------------------------------------------------------------------------------------------
+
+
+def profile_child(spec: dict) -> dict:
+    """One GAT stack step per implementation under torch.profiler (runs in a measurement process)."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from torch_geometric.data import Batch, Data
+
+    torch.set_num_threads(spec["threads"])
+    g = torch.load(spec["graph"])
+    ei, n, b = g["edge_index"], int(g["num_nodes"]), spec["B"]
+    out = {}
+    for impl in ("shared", "pyg"):
+        model = make_stacks("gat", impl, spec["seed"])
+        x = torch.randn(n, b, F_IN, generator=torch.Generator().manual_seed(spec["seed"] + 1))
+        if impl == "shared":
+            inp, e = x, ei
+        else:
+            batch = Batch.from_data_list([Data(x=x[:, c], edge_index=ei, num_nodes=n) for c in range(b)])
+            inp, e = batch.x, batch.edge_index
+        model(inp, e).pow(2).mean().backward()  # warm-up
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            model(inp, e).pow(2).mean().backward()
+        out[impl] = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20,
+                                              max_name_column_width=48)
+    return out
+
+
+def profile_gat(args, b: int, tmp: Path, log) -> dict:
+    import torch
+
+    gpath = tmp / "graph_A.pt"
+    if not gpath.exists():
+        prepare_graph("A", gpath, args)
+    spec = {"mode": "profile", "graph": str(gpath), "B": b, "seed": args.seed, "threads": args.threads}
+    res = run_child(spec, int(args.guard_gib * GIB), args.timeout)
+    for impl in ("shared", "pyg"):
+        log(f"\n=== torch.profiler, {impl} GAT stack on the real TOSG, B={b}, one fwd+bwd step, "
+            f"sorted by self CPU time ===\n{res.get(impl, res)}")
+    return res
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Main
+# ---------------------------------------------------------------------------------------------------------
+
+
+def provenance() -> dict:
+    import torch
+    import torch_geometric
+
+    graph_py = ROOT / "modeling_celltosg" / "graph.py"
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    except OSError:
+        commit = "?"
+    return {
+        "torch": torch.__version__, "torch_geometric": torch_geometric.__version__, "python": platform.python_version(),
+        "cpu_count": os.cpu_count(), "git_commit": commit,
+        "graph_py_sha256": hashlib.sha256(graph_py.read_bytes()).hexdigest()[:16],
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+
+
+def main() -> None:
+    if len(sys.argv) == 3 and sys.argv[1] == "--_child":
+        spec = json.loads(sys.argv[2])
+        mode = spec.get("mode")
+        res = profile_child(spec) if mode == "profile" else prep_child(spec) if mode == "prep" else child_main(spec)
+        Path(spec["result"]).write_text(json.dumps(res))
+        return
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dataset", default="runs/demo/dataset", help="built OmniCellTOSG dataset (graph source)")
+    ap.add_argument("--part", choices=["A", "B", "all"], default="all")
+    ap.add_argument("--steps", type=int, default=5, help="timed steps per Part-A config (after --warmup)")
+    ap.add_argument("--warmup", type=int, default=2, help="warm-up steps per Part-A config (first = memory/check step)")
+    ap.add_argument("--steps-b", type=int, default=0,
+                    help="re-time the largest B of Part B with 1 warm-up + N steps (0: use the trial's single step)")
+    ap.add_argument("--search", choices=["fit", "double"], default="fit", help="Part-B max-B search (see search_max_b)")
+    ap.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 4, 16, 64])
+    ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads in every measurement")
+    ap.add_argument("--guard-gib", type=float, default=16.0, help="RLIMIT_AS of every Part-A process")
+    ap.add_argument("--budget-gib", type=float, default=24.0, help="Part-B memory budget (RLIMIT_AS per trial)")
+    ap.add_argument("--no-pyg-scale", action="store_true", help="skip the PyG max-B search of Part B")
+    ap.add_argument("--timeout", type=float, default=900, help="seconds before a measurement process is killed")
+    ap.add_argument("--omp-active", action="store_true",
+                    help="do not set OMP_WAIT_POLICY=PASSIVE in the measurement processes")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--profile-gat", type=int, default=0, metavar="B", help="also profile one GAT step at this B")
+    ap.add_argument("--force", action="store_true", help="allow a budget above the RAM available here")
+    ap.add_argument("--json", type=Path, help="write results here (and the printed tables to the same name .txt)")
+    args = ap.parse_args()
+    os.chdir(ROOT)
+    global OMP_WAIT_POLICY
+    if args.omp_active:
+        OMP_WAIT_POLICY = ""
+
+    avail = mem_available()
+    for name in ("guard_gib", "budget_gib"):
+        need = getattr(args, name) * GIB
+        if need > avail - 2 * GIB and not args.force and (name == "guard_gib" or args.part in ("B", "all")):
+            sys.exit(f"--{name.replace('_', '-')} {getattr(args, name)} GiB exceeds the RAM available here "
+                     f"({avail / GIB:.1f} GiB - 2 GiB margin); lower it or pass --force.")
+
+    lines: list[str] = []
+
+    def log(msg: str = "") -> None:
+        print(msg, flush=True)
+        lines.append(msg)
+
+    result: dict = {"provenance": provenance(), "args": {k: (str(v) if isinstance(v, Path) else v)
+                                                          for k, v in vars(args).items()}}
+    log(f"bench_graph: {json.dumps(result['provenance'])}")
+    log(f"model: 2-layer stack conv2(relu(conv1(x))), F=16; GCN 16->16->16, GAT 16->2x8->2x8 (concat); "
+        f"step = forward + loss=mean(out^2) + backward; torch threads={args.threads}")
+    with tempfile.TemporaryDirectory(prefix="bench_graph_") as tmpdir:
+        tmp = Path(tmpdir)
+        if args.part in ("A", "all"):
+            log(f"\n## Part A: shared topology vs PyG Batch on the real TOSG "
+                f"(warm-up {args.warmup}, timed steps {args.steps}, guard RLIMIT_AS {args.guard_gib} GiB)")
+            result["A"] = part_a(args, tmp, log)
+            log("")
+            for line in result["A"]["table"]:
+                log(line)
+            log("")
+            for line in result["A"]["targets"]:
+                log(line)
+        if args.profile_gat:
+            result["profile_gat"] = profile_gat(args, args.profile_gat, tmp, log)
+        if args.part in ("B", "all"):
+            log(f"\n## Part B: original-size graph, largest B under a {args.budget_gib} GiB budget")
+            result["B"] = part_b(args, tmp, log)
+            log("")
+            for line in result["B"]["table"]:
+                log(line)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=1))
+        args.json.with_suffix(".txt").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
