@@ -225,6 +225,41 @@ class WeightedAggregate(torch.autograd.Function):
         return grad_x, grad_alpha, None
 
 
+class GATEdgeSoftmax(torch.autograd.Function):
+    r"""GAT attention `α[e, k] = softmax_{e → t}(LeakyReLU(a_src[s, k] + a_dst[t, k]))` in one function
+    that saves only `α` `[E, K]` and the sign of the logits (1 byte per entry) for the backward pass —
+    autograd through the gather / add / LeakyReLU / PyG `softmax` chain keeps about five `[E, K]` float
+    tensors. Backward: `∂z = α ⊙ (∂α − Σ_{e' → t} α ∂α)` (softmax), times 1 or the negative slope
+    (LeakyReLU), summed onto the source and target nodes.
+
+    Inputs: `a_src`, `a_dst` `[N, K]`, `edge_index` `[2, E]`, `negative_slope` float → `α` `[E, K]`.
+    """
+
+    @staticmethod
+    def forward(ctx, a_src: Tensor, a_dst: Tensor, edge_index: Tensor, negative_slope: float) -> Tensor:
+        src, dst = edge_index
+        logits = a_src[src] + a_dst[dst]
+        positive = logits > 0
+        logits = torch.where(positive, logits, logits * negative_slope)
+        alpha = softmax(logits, dst, num_nodes=a_src.size(0), dim=0)
+        ctx.save_for_backward(alpha, positive, edge_index)
+        ctx.negative_slope, ctx.num_nodes = negative_slope, a_src.size(0)
+        return alpha
+
+    @staticmethod
+    def backward(ctx, grad_alpha: Tensor):
+        alpha, positive, edge_index = ctx.saved_tensors
+        src, dst = edge_index
+        weighted = alpha * grad_alpha
+        per_target = scatter(weighted, dst, dim=0, dim_size=ctx.num_nodes, reduce="sum")
+        grad_logits = weighted - alpha * per_target[dst]
+        grad_logits = torch.where(positive, grad_logits, grad_logits * ctx.negative_slope)
+        n = ctx.num_nodes
+        grad_src = scatter(grad_logits, src, dim=0, dim_size=n, reduce="sum") if ctx.needs_input_grad[0] else None
+        grad_dst = scatter(grad_logits, dst, dim=0, dim_size=n, reduce="sum") if ctx.needs_input_grad[1] else None
+        return grad_src, grad_dst, None, None
+
+
 class SharedGATConv(nn.Module):
     r"""Graph attention (GAT, Veličković et al. 2018) on a topology shared by all cells of a batch.
 
@@ -274,8 +309,8 @@ class SharedGATConv(nn.Module):
         edge_index, _ = remove_self_loops(edge_index)
         edge_index, _ = add_self_loops(edge_index, num_nodes=n)
         src, dst = edge_index
-        alpha = nn.functional.leaky_relu(alpha_src[src] + alpha_dst[dst], self.negative_slope)
-        alpha = softmax(alpha, dst, num_nodes=n, dim=0)  # [E, B, H], normalised per target, cell, head
+        alpha = GATEdgeSoftmax.apply(alpha_src.reshape(n, -1), alpha_dst.reshape(n, -1), edge_index,
+                                     self.negative_slope).view(-1, b, h)  # [E, B, H], per target, cell, head
         out = self.message_and_aggregate(x, edge_index, nn.functional.dropout(alpha, self.dropout, self.training))
         out = out.reshape(n, b, h * c) if self.concat else out.mean(dim=2)
         if self.bias is not None:
