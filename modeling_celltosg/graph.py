@@ -162,8 +162,12 @@ class SharedGCNConv(nn.Module):
     def message_and_aggregate(x: Tensor, edge_index: Tensor, norm: Tensor) -> Tensor:
         """`out[t] = Σ_{s→t} norm · x[s]` as one sparse product over all cells."""
         n, b, f = x.shape
-        adj = torch.sparse_coo_tensor(edge_index.flip(0), norm, (n, n), check_invariants=False).coalesce()
-        return torch.sparse.mm(adj, x.reshape(n, b * f)).view(n, b, f)
+        dtype = x.dtype
+        if dtype in (torch.bfloat16, torch.float16):  # no reduced-precision CPU sparse kernels: use float32
+            x = x.float()
+        adj = torch.sparse_coo_tensor(edge_index.flip(0), norm.to(x.dtype), (n, n), check_invariants=False).coalesce()
+        with torch.autocast(x.device.type, enabled=False):
+            return torch.sparse.mm(adj, x.reshape(n, b * f)).view(n, b, f).to(dtype)
 
 
 def _csr_by(rows: Tensor, cols: Tensor, num_nodes: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -177,10 +181,14 @@ def _csr_by(rows: Tensor, cols: Tensor, num_nodes: int) -> tuple[Tensor, Tensor,
 
 def _spmm(crow: Tensor, col: Tensor, values: Tensor, dense: Tensor) -> Tensor:
     """`A @ dense` for the CSR matrix `A` (`[N, N]`, pattern `crow`/`col`, `values` [E]); dense `[N, C]`."""
-    with warnings.catch_warnings():  # "sparse CSR support is in beta" is not actionable here
-        warnings.simplefilter("ignore", UserWarning)
+    dtype = dense.dtype
+    if dtype in (torch.bfloat16, torch.float16) or values.dtype != dtype:
+        # CPU sparse kernels have no bf16/fp16 path (mixed precision): accumulate in float32
+        values, dense = values.float(), dense.float()
+    with warnings.catch_warnings(), torch.autocast(dense.device.type, enabled=False):
+        warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta" is not actionable here
         a = torch.sparse_csr_tensor(crow, col, values, (crow.numel() - 1, dense.size(0)), check_invariants=False)
-        return a @ dense
+        return (a @ dense).to(dtype)
 
 
 class WeightedAggregate(torch.autograd.Function):

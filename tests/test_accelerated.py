@@ -86,3 +86,15 @@ def test_torchrun_two_cpu_processes(built, tmp_path):
     model = CellTOSGForPretraining.from_pretrained(out / "model")
     saved = torch.cat([q.detach().flatten().double() for q in model.parameters()])
     assert torch.allclose(saved, p0)
+
+
+def test_bf16_mixed_precision_on_cpu(built, tmp_path):
+    out = tmp_path / "bf16"
+    proc = subprocess.run([sys.executable, "-m", "modeling_celltosg.accelerated", "--dataset", str(built[0]),
+                           "--out", str(out), "--steps", "2", "--max-cells", "8", "--batch-size", "2",
+                           "--hidden-size", "8", "--layer-type", "gat", "--mixed-precision", "bf16"],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((out / "result.json").read_text())
+    assert len(result["loss_curve"]) == 2 and all(np.isfinite(result["loss_curve"]))
+    assert 0.0 <= result["evaluation"]["random"]["auroc"] <= 1.0
