@@ -232,6 +232,18 @@ def main(argv: list[str] | None = None) -> None:
         checkpoint_every=args.checkpoint_every, resume=not args.no_resume, seed=args.seed, accelerator=accelerator)
     if accelerator.is_main_process:
         (args.out / "result.json").write_text(json.dumps(result, indent=2))
+        from dataset_script.loader import _build_info
+        from omnicelltosg.report import write_model_card
+
+        ev = result["evaluation"]
+        write_model_card(
+            args.out / "model", name="pretrained with Accelerate (PPI edge masking)", config=config,
+            dataset=_build_info(args.dataset),
+            training_data=f"{len(x):,} meta-cells of {args.dataset}; {args.steps} steps × {args.batch_size} cells × "
+                          f"{result['num_processes']} process(es), mask ratio {args.mask_ratio}, "
+                          f"mixed precision {args.mixed_precision}",
+            metrics={f"held-out PPI {m} ({kind.replace('_', '-')} negatives)": ev[kind][m]
+                     for kind in ev for m in ("auroc", "ap", "hits@50")})
     # every process saves its parameters: DDP must keep the replicas identical (checked by the tests)
     params = torch.cat([q.detach().flatten().double() for q in accelerator._models[0].parameters()])
     torch.save(params, args.out / f"params_rank{accelerator.process_index}.pt")

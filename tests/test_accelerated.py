@@ -83,6 +83,8 @@ def test_torchrun_two_cpu_processes(built, tmp_path):
     assert 0.9 * result["n_test_edges"] <= n_hard <= result["n_test_edges"]
     p0, p1 = torch.load(out / "params_rank0.pt"), torch.load(out / "params_rank1.pt")
     assert torch.equal(p0, p1)  # DDP kept the replicas identical
+    card = (out / "model" / "README.md").read_text()  # model card rendered with this run's real metrics
+    assert f"{result['evaluation']['random']['auroc']:.4f}" in card and "2 process(es)" in card
     model = CellTOSGForPretraining.from_pretrained(out / "model")
     saved = torch.cat([q.detach().flatten().double() for q in model.parameters()])
     assert torch.allclose(saved, p0)
