@@ -23,7 +23,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .graph import TOSGGraph
-from .link_prediction import link_metrics, sample_degree_matched_negatives
+from .link_prediction import link_metrics, pair_keys, sample_degree_matched_negatives
 from .modeling_celltosg import CellTOSGForCellClassification, CellTOSGForPretraining
 
 logger = logging.getLogger(__name__)
@@ -46,12 +46,6 @@ def split_ppi_edges(ppi_edge_index: Tensor, held_out_fraction: float = 0.1, seed
     perm = torch.randperm(num_edges, generator=torch.Generator().manual_seed(seed)).to(ppi_edge_index.device)
     num_test = int(round(held_out_fraction * num_edges))
     return ppi_edge_index[:, perm[num_test:]], ppi_edge_index[:, perm[:num_test]]
-
-
-def _pair_keys(edge_index: Tensor, num_nodes: int) -> Tensor:
-    """Order-independent int64 key `min · N + max` of each pair in `[2, E]`."""
-    lo, hi = edge_index.min(dim=0).values, edge_index.max(dim=0).values
-    return lo * num_nodes + hi
 
 
 def sample_negative_edges(
@@ -77,11 +71,11 @@ def sample_negative_edges(
     start, stop = protein_range
     if stop - start < 2:
         raise ValueError(f"Need at least two proteins to sample pairs, got range {protein_range}.")
-    excluded = torch.unique(_pair_keys(exclude.cpu(), stop))
+    excluded = torch.unique(torch.from_numpy(pair_keys(exclude.cpu(), stop)))
     found, have = [], 0
     for _ in range(max_rounds):
         cand = torch.randint(start, stop, (2, 2 * (num - have) + 16), generator=generator)
-        keep = (cand[0] != cand[1]) & ~torch.isin(_pair_keys(cand, stop), excluded)
+        keep = (cand[0] != cand[1]) & ~torch.isin(torch.from_numpy(pair_keys(cand, stop)), excluded)
         found.append(cand[:, keep])
         have += int(keep.sum())
         if have >= num:
