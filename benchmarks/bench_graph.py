@@ -26,10 +26,18 @@ For each layer ∈ {gcn, gat}, B ∈ {1, 4, 16, 64} and implementation ∈ {shar
     modules built, ``gc.collect()`` done), then the kernel's peak-RSS counter is reset
     (``echo 5 > /proc/self/clear_refs``, Linux ≥ 4.0) and VmHWM is read after the step(s):
     peak memory of forward+backward = VmHWM − RSS-before (max over all steps). Torch CPU allocations are
-    invisible to tracemalloc, but they are resident pages, so this counts them exactly; glibc malloc
-    defaults are kept (fragmentation/retention a user would see is included). (``ru_maxrss`` is not
-    usable for this: Linux carries the parent's peak into a fork+exec'd child.) The replicated inputs of the PyG side are NOT in the delta
-    (they are built before the baseline); their size is reported separately ("inputs MiB").
+    invisible to tracemalloc, but they are resident pages, so this counts them. The reported "MiB" (and
+    the target ratio) come from a SECOND process per config (1 + 2 steps) run with glibc's mmap
+    threshold fixed at 64 KiB (``MALLOC_MMAP_THRESHOLD_=65536``, ``MALLOC_TRIM_THRESHOLD_=0``): every
+    tensor-sized block is then its own mapping and leaves RSS when freed, so the delta is the peak of
+    LIVE memory. With glibc defaults the RSS also keeps what the allocator retains after frees, which
+    grew from step to step here (a shared GCN step: +115 MiB live, but RSS after each step rising
+    695 → 993 MiB); that figure is still reported ("RSS-HWM", from the timing process), and the timing
+    process keeps glibc defaults so that page faults of fresh mappings do not slow either side.
+    (``ru_maxrss`` is not usable: Linux carries the parent's peak into a fork+exec'd child.) The
+    replicated inputs of the PyG side are NOT in the delta (they are built before the baseline); their
+    size is reported separately ("inputs MiB"). With ``--device cuda`` memory is
+    ``torch.cuda.max_memory_allocated`` above the allocation before the first forward (exact live peak).
   * speed: ``--warmup`` steps (first one = the memory/check step), then ``--steps`` timed steps;
     cells/s = B × steps / wall time (the best single step is reported too, as a noise check).
     Measurement processes run with ``OMP_WAIT_POLICY=PASSIVE`` (``--omp-active`` disables it): on a
@@ -56,6 +64,13 @@ here (see `search_max_b`). cells/s at the largest B is that trial's single forwa
 equivalent to a ``Batch``, built inside the budget) is searched the same way (``--no-pyg-scale`` skips
 it). Note: RLIMIT_AS bounds VIRTUAL memory (≈1.1 GiB of it is mapped right after importing torch), so it is a
 slightly stricter budget than the same amount of RSS.
+
+GPU (``--device cuda``): the same measurements on the GPU (no RLIMIT_AS; a Part-B trial fits when its
+step raises no CUDA out-of-memory error, the budget being the whole GPU, and the trials run in the
+parent process, the allocator emptied between them). ``--save-graph-file F`` / ``--graph-file F`` carry
+the real edge list to a machine without the built dataset. Part A was run this way on an H100
+(``benchmarks/results/graph_A_cuda_h100.txt``); the Part-B GPU path has not been run yet (the GPU lease
+ended before it could be).
 
 Runtime on the 2-core reference machine (shared with other jobs, load 3–7): Part A ≈ 10 min, Part B
 ≈ 27 min at a 16 GiB budget (18 trials, 14 of them complete steps on the 16.6M-edge graph).
@@ -140,10 +155,19 @@ def mem_available() -> int:
 def make_stacks(layer: str, impl: str, seed: int):
     """The shared 2-layer stack (always built, from `seed`) and, for impl == 'pyg', a PyG stack with
     copied weights. Returns the module to run."""
+    import importlib.util
+
     import torch
     from torch import nn
 
-    from modeling_celltosg.graph import SharedGATConv, SharedGCNConv
+    # graph.py is self-contained (torch + torch_geometric only): loading it alone, without the package's
+    # __init__ (which imports transformers), keeps each measurement process's start-up short — this
+    # matters for Part B's many fresh trial processes, especially on a GPU machine.
+    spec = importlib.util.spec_from_file_location("celltosg_graph", ROOT / "modeling_celltosg" / "graph.py")
+    graph = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = graph  # dataclasses look their module up while the class is created
+    spec.loader.exec_module(graph)
+    SharedGATConv, SharedGCNConv = graph.SharedGATConv, graph.SharedGCNConv
 
     class Stack(nn.Module):
         def __init__(self, conv1, conv2):
@@ -184,7 +208,11 @@ def prep_child(spec: dict) -> dict:
     (Part A) or the original-size random graph (Part B)."""
     import torch
 
-    ei, n, info = real_edge_index(spec["dataset"])
+    if spec.get("graph_file"):  # a saved real TOSG edge list (e.g. on a machine without the dataset)
+        saved = torch.load(spec["graph_file"])
+        ei, n, info = saved["edge_index"], int(saved["num_nodes"]), saved["info"]
+    else:
+        ei, n, info = real_edge_index(spec["dataset"])
     if spec["which"] == "B":
         t0 = time.perf_counter()
         ei, info = scale_graph(ei, n, N_SCALE, E_SCALE, spec["seed"])
@@ -199,16 +227,20 @@ def child_main(spec: dict) -> dict:
     import torch
 
     torch.set_num_threads(spec["threads"])
+    device = torch.device(spec.get("device", "cpu"))
+    cuda = device.type == "cuda"
     res: dict = {"status": "ok", "rss_import_mib": rss_bytes() / MIB}
+    oom_errors = (MemoryError, torch.cuda.OutOfMemoryError) if cuda else (MemoryError,)
     try:
         g = torch.load(spec["graph"])
-        edge_index, n = g["edge_index"], int(g["num_nodes"])
+        edge_index, n = g["edge_index"].to(device), int(g["num_nodes"])
         del g
         b, impl = spec["B"], spec["impl"]
-        model = make_stacks(spec["layer"], impl, spec["seed"])
+        model = make_stacks(spec["layer"], impl, spec["seed"]).to(device)
         gen = torch.Generator().manual_seed(spec["seed"] + 1)
-        x = torch.randn(n, b, F_IN, generator=gen)
+        x = torch.randn(n, b, F_IN, generator=gen).to(device)
         rss_graph = rss_bytes()
+        cuda_graph = torch.cuda.memory_allocated(device) if cuda else 0
         if impl == "shared":
             inp, ei = x, edge_index
         elif spec.get("batch") == "data":  # Part A: the original's torch_geometric Batch
@@ -226,7 +258,7 @@ def child_main(spec: dict) -> dict:
             del batch, x
         else:  # Part B: the equivalent offset edge_index of B copies (cell-major node order)
             t0 = time.perf_counter()
-            offs = torch.arange(b, dtype=torch.long).repeat_interleave(edge_index.size(1)) * n
+            offs = torch.arange(b, dtype=torch.long, device=device).repeat_interleave(edge_index.size(1)) * n
             ei = edge_index.repeat(1, b) + offs
             del offs
             inp = x.transpose(0, 1).reshape(b * n, F_IN)
@@ -237,11 +269,18 @@ def child_main(spec: dict) -> dict:
         res["inputs_mib"] = (rss_before - rss_graph) / MIB
         res["rss_before_mib"] = rss_before / MIB
         res["hwm_reset"] = reset_hwm()
+        if cuda:  # GPU memory: the caching allocator's exact peak of live tensors
+            torch.cuda.synchronize(device)
+            cuda_before = torch.cuda.memory_allocated(device)
+            res["inputs_mib"] = (cuda_before - cuda_graph) / MIB
+            torch.cuda.reset_peak_memory_stats(device)
 
         def step():
             out = model(inp, ei)
             loss = out.pow(2).mean()
             loss.backward()
+            if cuda:
+                torch.cuda.synchronize(device)
             return out, loss
 
         t0 = time.perf_counter()
@@ -250,11 +289,11 @@ def child_main(spec: dict) -> dict:
         peak = hwm_bytes()
         res["loss"] = float(loss)
         if spec.get("check"):
-            o = out.detach()
+            o = out.detach().cpu()
             if impl != "shared":
                 o = o.view(b, n, -1).transpose(0, 1)
             torch.save(
-                {"out": o.contiguous(), "grads": {k: p.grad.clone() for k, p in model.named_parameters()}},
+                {"out": o.contiguous(), "grads": {k: p.grad.cpu() for k, p in model.named_parameters()}},
                 spec["check"],
             )
             del o
@@ -282,6 +321,12 @@ def child_main(spec: dict) -> dict:
         res["peak_delta_mib"] = (peak - rss_before) / MIB
         res["peak_rss_mib"] = peak / MIB
         res["vm_peak_mib"] = _status_kib("VmPeak") / 1024  # lifetime peak address space (what RLIMIT_AS caps)
+        res["budget_metric_mib"] = res["vm_peak_mib"]
+        if cuda:
+            res["peak_delta_mib"] = (torch.cuda.max_memory_allocated(device) - cuda_before) / MIB
+            res["cuda_max_reserved_mib"] = torch.cuda.max_memory_reserved(device) / MIB
+            res["budget_metric_mib"] = res["cuda_max_reserved_mib"]
+            res["device_name"] = torch.cuda.get_device_name(device)
         if spec["steps"]:
             res["step_s"] = dt / spec["steps"]
             res["cells_per_s"] = b * spec["steps"] / dt
@@ -289,28 +334,40 @@ def child_main(spec: dict) -> dict:
         else:
             res["step_s"] = res["first_step_s"]
             res["cells_per_s"] = b / res["first_step_s"]
-    except (MemoryError, RuntimeError) as err:  # allocation refused under RLIMIT_AS
+    except (MemoryError, RuntimeError) as err:  # allocation refused under RLIMIT_AS, or CUDA out of memory
         msg = str(err)
-        if isinstance(err, MemoryError) or "memory" in msg.lower() or "alloc" in msg.lower():
+        if isinstance(err, oom_errors) or "memory" in msg.lower() or "alloc" in msg.lower():
             res = {"status": "exceeds limit", "error": msg[:300]}
         else:
             raise
     return res
 
 
-def run_child(spec: dict, limit_bytes: int, timeout: float) -> dict:
-    """Run `child_main(spec)` in a fresh interpreter with RLIMIT_AS = limit_bytes."""
+def run_child(spec: dict, limit_bytes: int, timeout: float, live_memory: bool = False) -> dict:
+    """Run `child_main(spec)` in a fresh interpreter with RLIMIT_AS = limit_bytes (CPU only: a CUDA
+    process maps far more address space than it uses, so GPU runs are bounded by the GPU's memory).
+
+    `live_memory=True` runs the child with glibc's mmap threshold fixed at 64 KiB
+    (``MALLOC_MMAP_THRESHOLD_``; ``MALLOC_TRIM_THRESHOLD_=0``): every tensor-sized allocation is then its
+    own mapping, returned to the OS when freed, so the peak RSS is the peak of LIVE memory instead of
+    also counting what the default allocator keeps after frees (see `part_a`)."""
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
         result_path = f.name
     spec = dict(spec, result=result_path)
+    on_cpu = spec.get("device", "cpu") == "cpu"
 
     def limit():
-        resource.setrlimit(resource.RLIMIT_AS, (limit_bytes, limit_bytes))
+        if on_cpu:
+            resource.setrlimit(resource.RLIMIT_AS, (limit_bytes, limit_bytes))
 
     cmd = [sys.executable, str(Path(__file__).resolve()), "--_child", json.dumps(spec)]
     t0 = time.perf_counter()
     try:
-        env = dict(os.environ, OMP_WAIT_POLICY=OMP_WAIT_POLICY) if OMP_WAIT_POLICY else None
+        env = dict(os.environ)
+        if OMP_WAIT_POLICY:
+            env["OMP_WAIT_POLICY"] = OMP_WAIT_POLICY
+        if live_memory:
+            env.update(MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0")
         proc = subprocess.run(cmd, preexec_fn=limit, capture_output=True, text=True, timeout=timeout, cwd=ROOT,
                               env=env)
     except subprocess.TimeoutExpired:
@@ -415,7 +472,7 @@ def scale_graph(real_ei, real_n: int, n: int, e: int, seed: int):
 
 def prepare_graph(which: str, gpath: Path, args) -> dict:
     spec = {"mode": "prep", "which": which, "dataset": str(Path(args.dataset).resolve()), "graph": str(gpath),
-            "seed": args.seed}
+            "seed": args.seed, "graph_file": str(args.graph_file.resolve()) if args.graph_file else None}
     info = run_child(spec, int(min(args.guard_gib, 8) * GIB), args.timeout)
     if "num_nodes" not in info:
         sys.exit(f"graph preparation failed: {info}")
@@ -456,15 +513,20 @@ def part_a(args, tmp: Path, log) -> dict:
                 spec = {
                     "impl": impl, "layer": layer, "B": b, "graph": str(gpath), "seed": args.seed,
                     "threads": args.threads, "warmup": args.warmup, "steps": args.steps, "batch": "data",
-                    "check": str(tmp / f"check_{impl}.pt"),
+                    "check": str(tmp / f"check_{impl}.pt"), "device": args.device,
                 }
                 res = run_child(spec, guard, args.timeout)
+                if res["status"] == "ok" and args.device == "cpu":  # live-memory peak, in its own process
+                    mem = run_child(dict(spec, check=None, warmup=1, steps=2), guard, args.timeout, live_memory=True)
+                    res["rss_peak_delta_mib"] = res["peak_delta_mib"]  # glibc defaults (allocator retention)
+                    res["peak_delta_mib"] = mem.get("peak_delta_mib", mem["status"])
                 row[impl] = res
                 log(f"  {layer} B={b:<3d} {impl:6s}: " + json.dumps({k: (round(v, 4) if isinstance(v, float) else v)
                                                                     for k, v in res.items() if k != "stderr"}))
                 if res["status"] not in ("ok", "exceeds limit"):
                     log(res.get("stderr", ""))
-            if row["shared"]["status"] == "ok" and row["pyg"]["status"] == "ok":
+            if row["shared"]["status"] == "ok" and row["pyg"]["status"] == "ok" and all(
+                    isinstance(row[i]["peak_delta_mib"], float) for i in ("shared", "pyg")):
                 row["check"] = check_same(layer, b, str(tmp / "check_shared.pt"), str(tmp / "check_pyg.pt"))
                 row["speedup"] = row["shared"]["cells_per_s"] / row["pyg"]["cells_per_s"]
                 row["mem_ratio"] = row["shared"]["peak_delta_mib"] / max(row["pyg"]["peak_delta_mib"], 1e-9)
@@ -475,7 +537,8 @@ def part_a(args, tmp: Path, log) -> dict:
 
     hdr = (f"{'layer':5s} {'B':>3s} | {'shared cells/s':>14s} {'PyG cells/s':>11s} {'ratio':>6s} | "
            f"{'best-step ratio':>15s} | "
-           f"{'shared MiB':>10s} {'PyG MiB':>8s} {'ratio':>6s} | {'PyG batch build ms/step':>23s} "
+           f"{'shared MiB':>10s} {'PyG MiB':>8s} {'ratio':>6s} | {'RSS-HWM shared':>14s} {'PyG':>6s} | "
+           f"{'PyG batch build ms/step':>23s} "
            f"{'PyG inputs MiB':>14s} | {'max|Δout|':>9s}")
     table = [hdr, "-" * len(hdr)]
     for r in rows:
@@ -488,13 +551,21 @@ def part_a(args, tmp: Path, log) -> dict:
             f"{fmt(s['cells_per_s_best_step'] / p['cells_per_s_best_step'] if ok_s and ok_p else '-', '{:.2f}'):>15s} | "
             f"{fmt(s.get('peak_delta_mib', s['status'])):>10s} {fmt(p.get('peak_delta_mib', p['status'])):>8s} "
             f"{fmt(r.get('mem_ratio', '-'), '{:.3f}'):>6s} | "
+            f"{fmt(s.get('rss_peak_delta_mib', '-'), '{:.0f}'):>14s} {fmt(p.get('rss_peak_delta_mib', '-'), '{:.0f}'):>6s} | "
             f"{fmt(p['batch_build_s'] * 1e3 if ok_p else '-'):>23s} "
             f"{fmt(p['inputs_mib'] if ok_p else '-'):>14s} | "
             f"{fmt(r['check']['max_abs_out_diff'] if 'check' in r else '-', '{:.1e}'):>9s}"
         )
+    if args.device == "cpu":
+        mem_note = ("MiB = peak of LIVE memory during forward+backward above the RSS right before the first forward "
+                    "(a separate process with glibc's mmap threshold fixed at 64 KiB, so freed tensors leave RSS at "
+                    "once; max over 3 steps); RSS-HWM = the same delta in the timing process with glibc defaults, "
+                    "which also counts memory the allocator keeps after frees")
+    else:
+        mem_note = "MiB = torch.cuda.max_memory_allocated during forward+backward above the allocation before it"
     table.append("cells/s = B x timed steps / wall time; best-step ratio = the same ratio from each side's fastest "
-                 "step (noise check); MiB = peak RSS of forward+backward above the RSS right before the first "
-                 "forward (inputs excluded; the PyG side's replicated Batch is in 'PyG inputs MiB').")
+                 f"step (noise check); {mem_note} (inputs excluded; the PyG side's replicated Batch is in "
+                 "'PyG inputs MiB').")
     targets = []
     for layer in ("gcn", "gat"):
         r = next((r for r in rows if r["layer"] == layer and r["B"] == 16), None)
@@ -531,11 +602,24 @@ def search_max_b(impl: str, layer: str, gpath: Path, args, log, b_cap: int = 409
 
     def trial(b: int) -> bool:
         spec = {"impl": impl, "layer": layer, "B": b, "graph": str(gpath), "seed": args.seed,
-                "threads": args.threads, "warmup": 1, "steps": 0, "batch": "offset"}
-        res = run_child(spec, budget, args.timeout)
+                "threads": args.threads, "warmup": 1, "steps": 0, "batch": "offset", "device": args.device}
+        if args.device == "cpu":
+            res = run_child(spec, budget, args.timeout)
+        else:
+            # On a GPU the trials run in this process (a fresh CUDA process costs ~20 s to start on the
+            # lent machine); an out-of-memory error is a clean exception, and the caching allocator is
+            # emptied after every trial so the next one starts from an empty GPU.
+            import torch
+
+            t0 = time.perf_counter()
+            res = child_main(spec)
+            res["process_wall_s"] = time.perf_counter() - t0
+            gc.collect()
+            torch.cuda.empty_cache()
         trials[b] = res
         short = {k: (round(v, 2) if isinstance(v, float) else v) for k, v in res.items()
                  if k in ("status", "first_step_s", "vm_peak_mib", "peak_rss_mib", "peak_delta_mib", "inputs_mib",
+                          "cuda_max_reserved_mib", "cells_per_s",
                           "process_wall_s", "error")}
         log(f"    {impl} {layer} B={b}: {json.dumps(short)}")
         return res["status"] == "ok"
@@ -567,7 +651,7 @@ def search_max_b(impl: str, layer: str, gpath: Path, args, log, b_cap: int = 409
                 break
             fits = sorted(b for b, r in trials.items() if r["status"] == "ok")
             b1, b2 = fits[-2], fits[-1]
-            v1, v2 = trials[b1]["vm_peak_mib"] * MIB, trials[b2]["vm_peak_mib"] * MIB
+            v1, v2 = trials[b1]["budget_metric_mib"] * MIB, trials[b2]["budget_metric_mib"] * MIB
             slope = (v2 - v1) / (b2 - b1)
             pred = b2 + int((budget - v2) // slope) if slope > 0 else 2 * b2
             cand = min(max(pred, lo + 1), (hi - 1) if hi is not None else b_cap, 4 * lo)
@@ -589,7 +673,8 @@ def search_max_b(impl: str, layer: str, gpath: Path, args, log, b_cap: int = 409
         out["final"] = trials[lo]
         if args.steps_b:
             spec = {"impl": impl, "layer": layer, "B": lo, "graph": str(gpath), "seed": args.seed,
-                    "threads": args.threads, "warmup": 1, "steps": args.steps_b, "batch": "offset"}
+                    "threads": args.threads, "warmup": 1, "steps": args.steps_b, "batch": "offset",
+                    "device": args.device}
             out["final"] = run_child(spec, budget, args.timeout)
             log(f"    {impl} {layer} timed B={lo}: " + json.dumps(
                 {k: (round(v, 3) if isinstance(v, float) else v) for k, v in out["final"].items() if k != "stderr"}))
@@ -600,10 +685,14 @@ def part_b(args, tmp: Path, log) -> dict:
     gpath = tmp / "graph_B.pt"
     ginfo = prepare_graph("B", gpath, args)
     log(f"Part B graph: {json.dumps(ginfo, indent=1)}")
-    log(f"Budget: RLIMIT_AS = {args.budget_gib} GiB on every trial process (whole address space)")
+    if args.device == "cpu":
+        log(f"Budget: RLIMIT_AS = {args.budget_gib} GiB on every trial process (whole address space)")
+    else:
+        log(f"Budget: the whole GPU ({args.budget_gib:.1f} GiB, {args.device_name}); a trial fits when forward+"
+            f"backward raises no CUDA out-of-memory error; the extrapolation uses torch.cuda.max_memory_reserved")
     results = []
     impls = ["shared"] + ([] if args.no_pyg_scale else ["pyg"])
-    for layer in ("gcn", "gat"):
+    for layer in args.scale_layers:
         for impl in impls:
             log(f"  searching {impl} {layer}")
             results.append(search_max_b(impl, layer, gpath, args, log))
@@ -696,6 +785,7 @@ def provenance() -> dict:
         "cpu_count": os.cpu_count(), "git_commit": commit,
         "graph_py_sha256": hashlib.sha256(graph_py.read_bytes()).hexdigest()[:16],
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor() or "cpu",
     }
 
 
@@ -720,6 +810,8 @@ def main() -> None:
     ap.add_argument("--guard-gib", type=float, default=16.0, help="RLIMIT_AS of every Part-A process")
     ap.add_argument("--budget-gib", type=float, default=24.0, help="Part-B memory budget (RLIMIT_AS per trial)")
     ap.add_argument("--no-pyg-scale", action="store_true", help="skip the PyG max-B search of Part B")
+    ap.add_argument("--scale-layers", nargs="+", choices=["gcn", "gat"], default=["gcn", "gat"],
+                    help="layers searched in Part B")
     ap.add_argument("--timeout", type=float, default=900, help="seconds before a measurement process is killed")
     ap.add_argument("--omp-active", action="store_true",
                     help="do not set OMP_WAIT_POLICY=PASSIVE in the measurement processes")
@@ -727,7 +819,30 @@ def main() -> None:
     ap.add_argument("--profile-gat", type=int, default=0, metavar="B", help="also profile one GAT step at this B")
     ap.add_argument("--force", action="store_true", help="allow a budget above the RAM available here")
     ap.add_argument("--json", type=Path, help="write results here (and the printed tables to the same name .txt)")
+    ap.add_argument("--device", default="cpu", help="'cpu' (default) or 'cuda': where every measurement runs; on "
+                    "cuda, memory is torch.cuda's peak and Part B's budget is the whole GPU")
+    ap.add_argument("--graph-file", type=Path, help="read the real TOSG edge list from this file (written by "
+                    "--save-graph-file) instead of --dataset, e.g. on a machine without the built dataset")
+    ap.add_argument("--save-graph-file", type=Path, help="write the real TOSG edge list of --dataset here and exit")
     args = ap.parse_args()
+    if args.save_graph_file:
+        import torch
+
+        ei, n, info = real_edge_index(args.dataset)
+        args.save_graph_file.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"edge_index": ei, "num_nodes": n, "info": info}, args.save_graph_file)
+        print(f"wrote {args.save_graph_file}: {info}")
+        return
+    args.device_name = "cpu"
+    if args.device != "cpu":
+        import torch
+
+        if not torch.cuda.is_available():
+            sys.exit(f"--device {args.device}: no CUDA device is available here.")
+        props = torch.cuda.get_device_properties(0)
+        args.device_name = props.name
+        if args.part in ("B", "all"):
+            args.budget_gib = props.total_memory / GIB  # the whole GPU
     os.chdir(ROOT)
     global OMP_WAIT_POLICY
     if args.omp_active:
@@ -736,7 +851,8 @@ def main() -> None:
     avail = mem_available()
     for name in ("guard_gib", "budget_gib"):
         need = getattr(args, name) * GIB
-        if need > avail - 2 * GIB and not args.force and (name == "guard_gib" or args.part in ("B", "all")):
+        if args.device == "cpu" and need > avail - 2 * GIB and not args.force and (
+                name == "guard_gib" or args.part in ("B", "all")):
             sys.exit(f"--{name.replace('_', '-')} {getattr(args, name)} GiB exceeds the RAM available here "
                      f"({avail / GIB:.1f} GiB - 2 GiB margin); lower it or pass --force.")
 
@@ -766,7 +882,7 @@ def main() -> None:
         if args.profile_gat:
             result["profile_gat"] = profile_gat(args, args.profile_gat, tmp, log)
         if args.part in ("B", "all"):
-            log(f"\n## Part B: original-size graph, largest B under a {args.budget_gib} GiB budget")
+            log(f"\n## Part B: original-size graph, largest B under a {args.budget_gib:.1f} GiB budget ({args.device})")
             result["B"] = part_b(args, tmp, log)
             log("")
             for line in result["B"]["table"]:

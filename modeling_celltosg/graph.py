@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import warnings
+import weakref
 from dataclasses import dataclass, replace
 
 import torch
@@ -113,61 +114,45 @@ def _glorot(tensor: Tensor) -> Tensor:
         return tensor.uniform_(-bound, bound)
 
 
-class SharedGCNConv(nn.Module):
-    r"""Graph convolution (Kipf & Welling 2017) on a topology shared by all cells of a batch.
+class _TopologyCache:
+    """Per-topology memo: values derived from an `edge_index` tensor (self-loops, normalisation, sparse
+    structures), kept while that very tensor object is alive and not modified in place.
 
-    :math:`X' = \hat D^{-1/2} \hat A \hat D^{-1/2} X W + b`, :math:`\hat A = A + I` (remaining self-loops
-    added with weight 1, degree counted on the target), identical to PyG's `GCNConv` defaults.
-    Aggregation is one sparse matrix product `[N, N] @ [N, B·F]` for all cells.
-
-    Shapes: `x` `[N, B, F_in]`, `edge_index` `[2, E]` → `[N, B, F_out]`. With
-    `return_attention_weights=True` also returns `(edge_index with self-loops [2, E'], weights [E', B, 1])`
-    (the symmetric normalisation coefficients, identical for every cell).
+    Keyed by object identity plus the tensor's in-place version counter (`Tensor._version`), with a weak
+    reference, so a different tensor that happens to reuse the same memory can never hit a stale entry.
+    The shared topology is the same for every batch (and every layer of a forward pass), so the
+    `O(E log E)` preprocessing runs once instead of once per layer and step.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, bias: bool = True):
-        super().__init__()
-        self.in_channels, self.out_channels = in_channels, out_channels
-        self.lin = nn.Linear(in_channels, out_channels, bias=False)
-        self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
-        self.reset_parameters()
+    def __init__(self):
+        self._entries: dict[int, tuple[weakref.ref, int, dict]] = {}
 
-    def reset_parameters(self) -> None:
-        """Glorot weights and zero bias, as PyG."""
-        _glorot(self.lin.weight)
-        if self.bias is not None:
-            nn.init.zeros_(self.bias)
+    def get(self, edge_index: Tensor, key: tuple, build):
+        """Return `build()` memoised under `(edge_index, key)`."""
+        ident = id(edge_index)
+        entry = self._entries.get(ident)
+        if entry is None or entry[0]() is not edge_index or entry[1] != edge_index._version:
+            ref = weakref.ref(edge_index, lambda _ref, ident=ident: self._drop(ident, _ref))
+            entry = (ref, edge_index._version, {})
+            self._entries[ident] = entry
+        values = entry[2]
+        if key not in values:
+            values[key] = build()
+        return values[key]
 
-    def forward(self, x: Tensor, edge_index: Tensor, return_attention_weights: bool = False):
-        n, b, _ = x.shape
-        x = self.lin(x)
-        edge_index, norm = self.normalize(edge_index, n, x.dtype)
-        out = self.message_and_aggregate(x, edge_index, norm)
-        if self.bias is not None:
-            out = out + self.bias
-        if return_attention_weights:
-            return out, (edge_index, norm.view(-1, 1, 1).expand(-1, b, 1))
-        return out
+    def _drop(self, ident: int, ref: weakref.ref) -> None:
+        entry = self._entries.get(ident)
+        if entry is not None and entry[0] is ref:
+            del self._entries[ident]
 
-    @staticmethod
-    def normalize(edge_index: Tensor, num_nodes: int, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-        """Add remaining self-loops and compute `deg^-1/2[src] · deg^-1/2[dst]` per edge."""
-        edge_index, _ = add_remaining_self_loops(edge_index, num_nodes=num_nodes)
-        ones = torch.ones(edge_index.size(1), dtype=dtype, device=edge_index.device)
-        deg = scatter(ones, edge_index[1], dim=0, dim_size=num_nodes, reduce="sum")
-        deg_inv_sqrt = deg.pow(-0.5).masked_fill(deg == 0, 0.0)
-        return edge_index, deg_inv_sqrt[edge_index[0]] * deg_inv_sqrt[edge_index[1]]
 
-    @staticmethod
-    def message_and_aggregate(x: Tensor, edge_index: Tensor, norm: Tensor) -> Tensor:
-        """`out[t] = Σ_{s→t} norm · x[s]` as one sparse product over all cells."""
-        n, b, f = x.shape
-        dtype = x.dtype
-        if dtype in (torch.bfloat16, torch.float16):  # no reduced-precision CPU sparse kernels: use float32
-            x = x.float()
-        adj = torch.sparse_coo_tensor(edge_index.flip(0), norm.to(x.dtype), (n, n), check_invariants=False).coalesce()
-        with torch.autocast(x.device.type, enabled=False):
-            return torch.sparse.mm(adj, x.reshape(n, b * f)).view(n, b, f).to(dtype)
+_TOPOLOGY = _TopologyCache()
+
+
+def memoize_on_topology(edge_index: Tensor, key: tuple, build):
+    """`build()` computed once per `edge_index` tensor object (and `key`), then reused while that tensor
+    is alive and unmodified — for per-topology preprocessing such as self-loops or a directed copy."""
+    return _TOPOLOGY.get(edge_index, key, build)
 
 
 def _csr_by(rows: Tensor, cols: Tensor, num_nodes: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -191,46 +176,144 @@ def _spmm(crow: Tensor, col: Tensor, values: Tensor, dense: Tensor) -> Tensor:
         return (a @ dense).to(dtype)
 
 
+class _ConstantSparseProduct(torch.autograd.Function):
+    """`out = A @ x` for a constant CSR matrix `A` given with its transpose: backward is `Aᵀ @ ∂out`
+    (no gradient w.r.t. `A`). `x` `[N, C]`; `A` as (crow, col, values), `Aᵀ` likewise."""
+
+    @staticmethod
+    def forward(ctx, x, crow, col, values, crow_t, col_t, values_t):
+        ctx.save_for_backward(crow_t, col_t, values_t)
+        return _spmm(crow, col, values, x)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        crow_t, col_t, values_t = ctx.saved_tensors
+        grad_x = _spmm(crow_t, col_t, values_t, grad_out) if ctx.needs_input_grad[0] else None
+        return grad_x, None, None, None, None, None, None
+
+
+class SharedGCNConv(nn.Module):
+    r"""Graph convolution (Kipf & Welling 2017) on a topology shared by all cells of a batch.
+
+    :math:`X' = \hat D^{-1/2} \hat A \hat D^{-1/2} X W + b`, :math:`\hat A = A + I` (remaining self-loops
+    added with weight 1, degree counted on the target), identical to PyG's `GCNConv` defaults.
+    Aggregation is one CSR sparse–dense product `[N, N] @ [N, B·F]` for all cells; the normalised
+    operator and its transpose (for the backward pass) are built once per `edge_index` tensor and reused
+    (see `_TopologyCache`).
+
+    Shapes: `x` `[N, B, F_in]`, `edge_index` `[2, E]` → `[N, B, F_out]`. With
+    `return_attention_weights=True` also returns `(edge_index with self-loops [2, E'], weights [E', B, 1])`
+    (the symmetric normalisation coefficients, identical for every cell).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, bias: bool = True):
+        super().__init__()
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.lin = nn.Linear(in_channels, out_channels, bias=False)
+        self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Glorot weights and zero bias, as PyG."""
+        _glorot(self.lin.weight)
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+
+    def forward(self, x: Tensor, edge_index: Tensor, return_attention_weights: bool = False):
+        n, b, _ = x.shape
+        x = self.lin(x)
+        operator = _TOPOLOGY.get(edge_index, ("gcn", n), lambda: self.normalized_operator(edge_index, n))
+        out = self.message_and_aggregate(x, operator)
+        if self.bias is not None:
+            out = out.add_(self.bias)  # in place: the sparse product does not keep its output
+        if return_attention_weights:
+            loops, norm = operator[:2]
+            return out, (loops, norm.to(out.dtype).view(-1, 1, 1).expand(-1, b, 1))
+        return out
+
+    @staticmethod
+    def normalize(edge_index: Tensor, num_nodes: int, dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor]:
+        """Add remaining self-loops and compute `deg^-1/2[src] · deg^-1/2[dst]` per edge."""
+        edge_index, _ = add_remaining_self_loops(edge_index, num_nodes=num_nodes)
+        ones = torch.ones(edge_index.size(1), dtype=dtype, device=edge_index.device)
+        deg = scatter(ones, edge_index[1], dim=0, dim_size=num_nodes, reduce="sum")
+        deg_inv_sqrt = deg.pow(-0.5).masked_fill(deg == 0, 0.0)
+        return edge_index, deg_inv_sqrt[edge_index[0]] * deg_inv_sqrt[edge_index[1]]
+
+    @classmethod
+    def normalized_operator(cls, edge_index: Tensor, num_nodes: int) -> tuple:
+        """(edge_index with self-loops, norm [E'], CSR of `A` (rows = targets), CSR of `Aᵀ` (rows = sources)),
+        CSR parts given as (crow, col, values); `norm` and the values are float32."""
+        loops, norm = cls.normalize(edge_index, num_nodes)
+        src, dst = loops
+        crow, col, order = _csr_by(dst, src, num_nodes)
+        crow_t, col_t, order_t = _csr_by(src, dst, num_nodes)
+        return loops, norm, (crow, col, norm[order]), (crow_t, col_t, norm[order_t])
+
+    @staticmethod
+    def message_and_aggregate(x: Tensor, operator: tuple) -> Tensor:
+        """`out[t] = Σ_{s→t} norm · x[s]` as one sparse product over all cells."""
+        n, b, f = x.shape
+        (crow, col, values), (crow_t, col_t, values_t) = operator[2], operator[3]
+        out = _ConstantSparseProduct.apply(x.reshape(n, b * f), crow, col, values, crow_t, col_t, values_t)
+        return out.view(n, b, f)
+
+
+def _edge_chunks(num_edges: int, num_nodes: int):
+    """Edge slices of at most `max(N, 4096)` edges: a chunk's gathered messages are then no larger than
+    the node features themselves, which bounds the transient memory of the weighted aggregation."""
+    step = max(num_nodes, 4096)
+    for start in range(0, num_edges, step):
+        yield slice(start, min(start + step, num_edges))
+
+
+def _accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float32 for reduced-precision inputs (sums over many edges lose too much in bf16/fp16)."""
+    return torch.float32 if dtype in (torch.bfloat16, torch.float16) else dtype
+
+
 class WeightedAggregate(torch.autograd.Function):
     r"""`out[t, k] = Σ_{e: s→t} α[e, k] · x[s, k]` for K = B·H (cell, head) channels of one shared edge list.
 
     Autograd through `x[src] * α` keeps the gathered messages `[E, K, C]` for the backward pass — the
-    largest tensor of a GAT layer (E/N times the node features; ≈6× on the TOSG, ≈31× on the original's
-    graph). This function is a weighted sparse product instead: it saves only `x` `[N, K, C]` and `α`
-    `[E, K]`, and processes one (cell, head) channel at a time with a CSR sparse–dense product
-    (the pattern is built once per call; only the values change per channel):
+    largest tensor of a GAT layer (E/N times the node features; ≈7× on the TOSG, ≈31× on the original's
+    graph). This function saves only `x` `[N, K, C]` and `α` `[E, K]` and walks the edges in chunks of
+    at most N edges (`_edge_chunks`), all channels at once, so at most two chunk-sized `[N, K, C]`
+    transients are alive:
 
-    - forward: `out[:, k] = A_k x[:, k]` with `A_k[t, s] = α[e, k]`;
-    - backward: `∂x[:, k] = A_kᵀ ∂out[:, k]`, `∂α[e, k] = ⟨∂out[t, k], x[s, k]⟩` (sampled dense–dense
-      product; at most `[E, C]` is live).
+    - forward: `out[t] += α[e] · x[s]` (gather, scale, `index_add_`);
+    - backward: `∂x[s] += α[e] · ∂out[t]`, `∂α[e, k] = ⟨∂out[t, k], x[s, k]⟩` (sampled dense–dense product).
 
-    Inputs: `x` `[N, K, C]`, `alpha` `[E, K]`, `edge_index` `[2, E]` (row 0 source, row 1 target).
+    Reduced-precision inputs are accumulated in float32. Inputs: `x` `[N, K, C]`, `alpha` `[E, K]`,
+    `src`, `dst` `[E]` (messages flow source → target) → `[N, K, C]` in `x`'s dtype.
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, alpha: Tensor, edge_index: Tensor) -> Tensor:
-        src, dst = edge_index
-        n, k_channels, _ = x.shape
-        xt = x.permute(1, 0, 2).contiguous()  # [K, N, C]: each channel's rows contiguous
-        at = alpha.t().contiguous()  # [K, E]
-        crow, col, order = _csr_by(dst, src, n)
-        out = torch.stack([_spmm(crow, col, at[k][order], xt[k]) for k in range(k_channels)])
-        ctx.save_for_backward(xt, at, edge_index)
-        return out.permute(1, 0, 2)
+    def forward(ctx, x: Tensor, alpha: Tensor, src: Tensor, dst: Tensor) -> Tensor:
+        acc = _accumulation_dtype(x.dtype)
+        xa, aa = x.to(acc), alpha.to(acc)
+        out = torch.zeros(x.shape, dtype=acc, device=x.device)
+        for s in _edge_chunks(src.numel(), x.size(0)):
+            out.index_add_(0, dst[s], xa.index_select(0, src[s]) * aa[s].unsqueeze(-1))
+        ctx.save_for_backward(x, alpha, src, dst)
+        return out.to(x.dtype)
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
-        xt, at, edge_index = ctx.saved_tensors
-        src, dst = edge_index
-        k_channels, n, _ = xt.shape
-        gt = grad_out.permute(1, 0, 2).contiguous()  # [K, N, C]
-        grad_x = grad_alpha = None
-        if ctx.needs_input_grad[0]:
-            crow, col, order = _csr_by(src, dst, n)  # Aᵀ: rows are sources
-            grad_x = torch.stack([_spmm(crow, col, at[k][order], gt[k]) for k in range(k_channels)]).permute(1, 0, 2)
-        if ctx.needs_input_grad[1]:
-            grad_alpha = torch.stack([(gt[k][dst] * xt[k][src]).sum(-1) for k in range(k_channels)]).t()
-        return grad_x, grad_alpha, None
+        x, alpha, src, dst = ctx.saved_tensors
+        acc = _accumulation_dtype(x.dtype)
+        xa, aa, g = x.to(acc), alpha.to(acc), grad_out.to(acc)
+        need_x, need_alpha = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        grad_x = torch.zeros(x.shape, dtype=acc, device=x.device) if need_x else None
+        grad_alpha = torch.empty(alpha.shape, dtype=acc, device=x.device) if need_alpha else None
+        for s in _edge_chunks(src.numel(), x.size(0)):
+            g_dst = g.index_select(0, dst[s])  # [e, K, C]
+            if need_x:
+                grad_x.index_add_(0, src[s], g_dst * aa[s].unsqueeze(-1))
+            if need_alpha:
+                grad_alpha[s] = (g_dst * xa.index_select(0, src[s])).sum(-1)
+        return (None if grad_x is None else grad_x.to(x.dtype),
+                None if grad_alpha is None else grad_alpha.to(alpha.dtype), None, None)
 
 
 class GATEdgeSoftmax(torch.autograd.Function):
@@ -240,32 +323,72 @@ class GATEdgeSoftmax(torch.autograd.Function):
     tensors. Backward: `∂z = α ⊙ (∂α − Σ_{e' → t} α ∂α)` (softmax), times 1 or the negative slope
     (LeakyReLU), summed onto the source and target nodes.
 
-    Inputs: `a_src`, `a_dst` `[N, K]`, `edge_index` `[2, E]`, `negative_slope` float → `α` `[E, K]`.
+    Inputs: `a_src`, `a_dst` `[N, K]`, `src`, `dst` `[E]`, `negative_slope` float → `α` `[E, K]`.
     """
 
     @staticmethod
-    def forward(ctx, a_src: Tensor, a_dst: Tensor, edge_index: Tensor, negative_slope: float) -> Tensor:
-        src, dst = edge_index
-        logits = a_src[src] + a_dst[dst]
+    def forward(ctx, a_src: Tensor, a_dst: Tensor, src: Tensor, dst: Tensor, negative_slope: float) -> Tensor:
+        logits = a_src.index_select(0, src) + a_dst.index_select(0, dst)
         positive = logits > 0
-        logits = torch.where(positive, logits, logits * negative_slope)
+        logits = nn.functional.leaky_relu(logits, negative_slope)
         alpha = softmax(logits, dst, num_nodes=a_src.size(0), dim=0)
-        ctx.save_for_backward(alpha, positive, edge_index)
+        ctx.save_for_backward(alpha, positive, src, dst)
         ctx.negative_slope, ctx.num_nodes = negative_slope, a_src.size(0)
         return alpha
 
     @staticmethod
     def backward(ctx, grad_alpha: Tensor):
-        alpha, positive, edge_index = ctx.saved_tensors
-        src, dst = edge_index
-        weighted = alpha * grad_alpha
-        per_target = scatter(weighted, dst, dim=0, dim_size=ctx.num_nodes, reduce="sum")
-        grad_logits = weighted - alpha * per_target[dst]
-        grad_logits = torch.where(positive, grad_logits, grad_logits * ctx.negative_slope)
+        alpha, positive, src, dst = ctx.saved_tensors
         n = ctx.num_nodes
+        weighted = alpha * grad_alpha
+        per_target = scatter(weighted, dst, dim=0, dim_size=n, reduce="sum")
+        grad_logits = weighted.sub_(alpha * per_target.index_select(0, dst))
+        grad_logits = torch.where(positive, grad_logits, grad_logits * ctx.negative_slope)
         grad_src = scatter(grad_logits, src, dim=0, dim_size=n, reduce="sum") if ctx.needs_input_grad[0] else None
         grad_dst = scatter(grad_logits, dst, dim=0, dim_size=n, reduce="sum") if ctx.needs_input_grad[1] else None
-        return grad_src, grad_dst, None, None
+        return grad_src, grad_dst, None, None, None
+
+
+class EdgeDot(torch.autograd.Function):
+    r"""`out[e, k] = ⟨q[t, k], key[s, k]⟩` over a shared edge list (sampled dense–dense product), for the
+    UniMP attention logits, without keeping the gathered `[E, K, C]` queries and keys for the backward
+    pass (autograd through `q[dst] * key[src]` keeps both). Edges are processed in chunks of at most N
+    (`_edge_chunks`); backward: `∂q[t] += ∂out[e] · key[s]`, `∂key[s] += ∂out[e] · q[t]`.
+
+    Inputs: `q`, `key` `[N, K, C]`, `src`, `dst` `[E]` → `[E, K]` (float32 accumulation for bf16/fp16).
+    """
+
+    @staticmethod
+    def forward(ctx, q: Tensor, key: Tensor, src: Tensor, dst: Tensor) -> Tensor:
+        acc = _accumulation_dtype(q.dtype)
+        qa, ka = q.to(acc), key.to(acc)
+        out = torch.empty(src.numel(), q.size(1), dtype=acc, device=q.device)
+        for s in _edge_chunks(src.numel(), q.size(0)):
+            out[s] = (qa.index_select(0, dst[s]) * ka.index_select(0, src[s])).sum(-1)
+        ctx.save_for_backward(q, key, src, dst)
+        return out.to(q.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        q, key, src, dst = ctx.saved_tensors
+        acc = _accumulation_dtype(q.dtype)
+        qa, ka, g = q.to(acc), key.to(acc), grad_out.to(acc).unsqueeze(-1)
+        grad_q = torch.zeros(q.shape, dtype=acc, device=q.device) if ctx.needs_input_grad[0] else None
+        grad_k = torch.zeros(key.shape, dtype=acc, device=q.device) if ctx.needs_input_grad[1] else None
+        for s in _edge_chunks(src.numel(), q.size(0)):
+            if grad_q is not None:
+                grad_q.index_add_(0, dst[s], ka.index_select(0, src[s]) * g[s])
+            if grad_k is not None:
+                grad_k.index_add_(0, src[s], qa.index_select(0, dst[s]) * g[s])
+        return (None if grad_q is None else grad_q.to(q.dtype),
+                None if grad_k is None else grad_k.to(key.dtype), None, None)
+
+
+def _gat_self_loops(edge_index: Tensor, num_nodes: int) -> Tensor:
+    """PyG `GATConv` default: existing self-loops removed, then one self-loop per node appended."""
+    edge_index, _ = remove_self_loops(edge_index)
+    edge_index, _ = add_self_loops(edge_index, num_nodes=num_nodes)
+    return edge_index
 
 
 class SharedGATConv(nn.Module):
@@ -314,15 +437,14 @@ class SharedGATConv(nn.Module):
         x = self.lin(x).view(n, b, h, c)
         alpha_src = (x * self.att_src).sum(-1)  # [N, B, H]
         alpha_dst = (x * self.att_dst).sum(-1)
-        edge_index, _ = remove_self_loops(edge_index)
-        edge_index, _ = add_self_loops(edge_index, num_nodes=n)
+        edge_index = _TOPOLOGY.get(edge_index, ("gat", n), lambda: _gat_self_loops(edge_index, n))
         src, dst = edge_index
-        alpha = GATEdgeSoftmax.apply(alpha_src.reshape(n, -1), alpha_dst.reshape(n, -1), edge_index,
+        alpha = GATEdgeSoftmax.apply(alpha_src.reshape(n, -1), alpha_dst.reshape(n, -1), src, dst,
                                      self.negative_slope).view(-1, b, h)  # [E, B, H], per target, cell, head
         out = self.message_and_aggregate(x, edge_index, nn.functional.dropout(alpha, self.dropout, self.training))
         out = out.reshape(n, b, h * c) if self.concat else out.mean(dim=2)
         if self.bias is not None:
-            out = out + self.bias
+            out = out.add_(self.bias)  # in place: the aggregation does not keep its output
         if return_attention_weights:
             return out, (edge_index, alpha)
         return out
@@ -332,7 +454,7 @@ class SharedGATConv(nn.Module):
         """`out[t] = Σ_{s→t} α[e] · x[s]`: `x` `[N, B, H, C]`, `alpha` `[E, B, H]` → `[N, B, H, C]`
         (see :class:`WeightedAggregate`: no `[E, B, H, C]` message tensor is kept)."""
         n, b, h, c = x.shape
-        out = WeightedAggregate.apply(x.reshape(n, b * h, c), alpha.reshape(-1, b * h), edge_index)
+        out = WeightedAggregate.apply(x.reshape(n, b * h, c), alpha.reshape(-1, b * h), edge_index[0], edge_index[1])
         return out.view(n, b, h, c)
 
 
@@ -376,8 +498,8 @@ class SharedTransformerConv(nn.Module):
         key = self.lin_key(x).view(n, b, h, c)
         value = self.lin_value(x).view(n, b, h, c)
         src, dst = edge_index
-        alpha = (query[dst] * key[src]).sum(-1) / math.sqrt(c)
-        alpha = softmax(alpha, dst, num_nodes=n, dim=0)  # [E, B, H]
+        scores = EdgeDot.apply(query.reshape(n, b * h, c), key.reshape(n, b * h, c), src, dst) / math.sqrt(c)
+        alpha = softmax(scores, dst, num_nodes=n, dim=0).view(-1, b, h)  # [E, B, H]
         out = SharedGATConv.message_and_aggregate(
             value, edge_index, nn.functional.dropout(alpha, self.dropout, self.training)
         )
@@ -403,6 +525,7 @@ def build_shared_conv(layer_type: str, channels: int, heads: int, dropout: float
 __all__ = [
     "TOSGGraph",
     "ppi_directed",
+    "memoize_on_topology",
     "SharedGCNConv",
     "SharedGATConv",
     "SharedTransformerConv",

@@ -22,7 +22,7 @@ from transformers import initialization as init
 from transformers.utils import ModelOutput
 
 from .configuration_celltosg import CellTOSGConfig
-from .graph import SharedGATConv, SharedGCNConv, TOSGGraph, build_shared_conv, ppi_directed
+from .graph import SharedGATConv, SharedGCNConv, TOSGGraph, build_shared_conv, memoize_on_topology, ppi_directed
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -185,7 +185,8 @@ class CellTOSGEncoder(nn.Module):
     ):
         hidden_states, _ = self.internal_layer(hidden_states, internal_edge_index)
         transcripts, proteins = hidden_states[:num_transcripts], hidden_states[num_transcripts:]
-        directed = ppi_directed(ppi_edge_index) - num_transcripts  # protein-local indices
+        directed = memoize_on_topology(  # protein-local indices, built once per PPI edge tensor
+            ppi_edge_index, ("ppi_local", num_transcripts), lambda: ppi_directed(ppi_edge_index) - num_transcripts)
         attentions, attention_edge_index = [], None
         for layer in self.ppi_layers:
             proteins, attention = layer(proteins, directed, output_attentions)

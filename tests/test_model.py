@@ -106,6 +106,39 @@ def test_shared_layers_match_pyg_per_cell(make):
         torch.testing.assert_close(grad, grad_ref.view_as(grad), rtol=1e-4, atol=1e-5, msg=f"gradient of {name}")
 
 
+@pytest.mark.parametrize("layer_type", LAYER_TYPES)
+def test_shared_layers_match_pyg_when_edges_span_several_chunks(layer_type):
+    """10,000 edges on 150 nodes: the chunked aggregation (chunks of max(N, 4096) edges) must still equal
+    PyG per cell, forward and gradients, and the cached operator must follow in-place edits of the
+    edge tensor (version counter) instead of serving the old topology."""
+    torch.manual_seed(1)
+    n = 150
+    pairs = torch.randperm(n * n)[:10_000]
+    edge_index = torch.stack([pairs // n, pairs % n])
+    shared, pyg = {
+        "gcn": lambda: (SharedGCNConv(6, 4), GCNConv(6, 4)),
+        "gat": lambda: (SharedGATConv(6, 4, heads=2), GATConv(6, 4, heads=2)),
+        "transformer": lambda: (SharedTransformerConv(6, 4, heads=2), TransformerConv(6, 4, heads=2)),
+    }[layer_type]()
+    _copy_weights(shared, pyg)
+    x = torch.randn(n, 2, 6, requires_grad=True)
+
+    def check():
+        out = shared(x, edge_index)
+        expected = torch.stack([pyg(x[:, c], edge_index) for c in range(x.size(1))], dim=1)
+        torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-5)
+        weight = torch.randn_like(out)
+        grad = torch.autograd.grad((out * weight).sum(), x)[0]
+        grad_ref = torch.autograd.grad((expected * weight).sum(), x)[0]
+        torch.testing.assert_close(grad, grad_ref, rtol=1e-4, atol=1e-5)
+        return out
+
+    before = check()
+    edge_index[1] = edge_index[1].roll(1)  # in place: same tensor object, new topology
+    after = check()
+    assert not torch.allclose(before, after)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Message direction: transcript → protein
 # ---------------------------------------------------------------------------------------------------------
