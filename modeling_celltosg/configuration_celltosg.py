@@ -9,6 +9,7 @@ from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
 LAYER_TYPES = ("gcn", "gat", "transformer")
+PRIOR_SOURCES = ("text", "learned", "none")
 
 
 @strict
@@ -30,6 +31,10 @@ class CellTOSGConfig(PreTrainedConfig):
         mask_ratio: fraction of training PPI edges masked per pretraining step.
         degree_loss_weight: weight of the degree-regression loss in pretraining.
         entity_version: hash of the entity table the model expects; empty = accept any graph.
+        prior_source: where node identity comes from: `"text"` (the frozen name/description text priors
+            and, with `sequence_embedding_dim > 0`, the sequence prior — CellTOSG-FM), `"learned"` (a
+            trainable `[N, d]` node embedding instead: the same capacity without any prior knowledge,
+            for the "do priors help?" ablation and the GNN baselines) or `"none"` (expression only).
     """
 
     model_type = "celltosg"
@@ -47,6 +52,7 @@ class CellTOSGConfig(PreTrainedConfig):
     mask_ratio: float = 0.1
     degree_loss_weight: float = 0.1
     entity_version: str = ""
+    prior_source: str = "text"
 
     @classmethod
     def for_graph(cls, graph, **kwargs) -> "CellTOSGConfig":
@@ -67,6 +73,9 @@ class CellTOSGConfig(PreTrainedConfig):
                 f"hidden_size ({self.hidden_size}) must be divisible by num_heads ({self.num_heads}) "
                 f"for layer_type={self.layer_type!r}."
             )
+        if self.prior_source not in PRIOR_SOURCES:
+            raise ValueError(f"prior_source={self.prior_source!r} is not supported; accepted values: "
+                             f"{list(PRIOR_SOURCES)}.")
         if not 0.0 < self.mask_ratio < 1.0:
             raise ValueError(f"mask_ratio must be in (0, 1), got {self.mask_ratio}.")
         for name in ("num_transcripts", "num_proteins", "sequence_embedding_dim"):
@@ -74,4 +83,4 @@ class CellTOSGConfig(PreTrainedConfig):
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
 
 
-__all__ = ["CellTOSGConfig", "LAYER_TYPES"]
+__all__ = ["CellTOSGConfig", "LAYER_TYPES", "PRIOR_SOURCES"]

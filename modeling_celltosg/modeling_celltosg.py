@@ -100,24 +100,35 @@ class CellTOSGEmbeddings(nn.Module):
     def __init__(self, config: CellTOSGConfig):
         super().__init__()
         d = config.hidden_size
+        text = config.prior_source == "text"
         self.omic_encoder = CellTOSGOmicEncoder(config)
-        self.name_projection = nn.Linear(config.name_embedding_dim, d)
-        self.description_projection = nn.Linear(config.description_embedding_dim, d)
+        self.name_projection = nn.Linear(config.name_embedding_dim, d) if text else None
+        self.description_projection = nn.Linear(config.description_embedding_dim, d) if text else None
         self.sequence_projection = (
-            nn.Linear(config.sequence_embedding_dim, d) if config.sequence_embedding_dim > 0 else None
+            nn.Linear(config.sequence_embedding_dim, d) if text and config.sequence_embedding_dim > 0 else None
         )
         # Entities without a sequence (transcripts, proteins without one) get a learned vector, not a zero
         # projection that would look like a real, very short sequence.
         self.missing_sequence = (
-            nn.Parameter(torch.randn(d) * 0.02) if config.sequence_embedding_dim > 0 else None
+            nn.Parameter(torch.randn(d) * 0.02) if self.sequence_projection is not None else None
+        )
+        # prior_source="learned": a free node embedding replaces the priors (same width, no knowledge).
+        self.node_embedding = (
+            nn.Embedding(config.num_transcripts + config.num_proteins, d)
+            if config.prior_source == "learned" else None
         )
         self.fusion = CellTOSGModalityFusion(config)
 
     def forward(self, expression: Tensor, measured_mask: Tensor | None, graph: TOSGGraph) -> Tensor:
-        priors = [
-            self.name_projection(graph.name_embeddings).unsqueeze(1),
-            self.description_projection(graph.description_embeddings).unsqueeze(1),
-        ]
+        if self.node_embedding is not None:
+            priors = [self.node_embedding.weight.unsqueeze(1)]
+        elif self.name_projection is not None:
+            priors = [
+                self.name_projection(graph.name_embeddings).unsqueeze(1),
+                self.description_projection(graph.description_embeddings).unsqueeze(1),
+            ]
+        else:
+            priors = []
         if self.sequence_projection is not None:
             seq = self.sequence_projection(graph.sequence_embeddings)
             present = graph.sequence_present
@@ -128,11 +139,11 @@ class CellTOSGEmbeddings(nn.Module):
         # Gene-aware omic token: the value also scales the gene's own prior vector, so that summing
         # tokens over genes is a prior-parameterised linear map of the expression profile (a value MLP
         # alone gives every gene the same token for the same value and pooling then loses the profile).
-        identity = sum(p[:nt] for p in priors)  # [Nt, 1, d]
+        identity = sum(p[:nt] for p in priors) if priors else None  # [Nt, 1, d]
         omic = self.omic_encoder(expression, measured_mask, identity)
         transcripts = self.fusion([omic] + [p[:nt] for p in priors])
         # Protein tokens do not depend on the cell: fuse once ([Np, 1, d]) and broadcast over the batch.
-        protein_type = self.omic_encoder.protein_type_embedding.view(1, 1, -1)
+        protein_type = self.omic_encoder.protein_type_embedding.view(1, 1, -1).expand(graph.num_proteins, 1, -1)
         proteins = self.fusion([protein_type] + [p[nt:] for p in priors])
         return torch.cat([transcripts, proteins.expand(-1, transcripts.size(1), -1)], dim=0)
 
@@ -230,7 +241,7 @@ class CellTOSGPreTrainedModel(PreTrainedModel):
     @torch.no_grad()
     def _init_weights(self, module):
         """Glorot linear weights (as PyG) with zero biases, unit LayerNorm / BatchNorm, N(0, 0.02) learned embeddings
-        and queries, Glorot GAT attention vectors."""
+        and queries, N(0, 0.1) learned node embeddings, Glorot GAT attention vectors."""
         if isinstance(module, nn.Linear):
             init.xavier_uniform_(module.weight)
             if module.bias is not None:
@@ -244,6 +255,8 @@ class CellTOSGPreTrainedModel(PreTrainedModel):
             init.zeros_(module.running_mean)
             init.ones_(module.running_var)
             init.zeros_(module.num_batches_tracked)
+        elif isinstance(module, nn.Embedding):  # prior_source="learned": about the scale of projected priors
+            init.normal_(module.weight, std=0.1)
         elif isinstance(module, CellTOSGOmicEncoder):
             init.normal_(module.unmeasured_embedding, std=0.02)
             init.normal_(module.protein_type_embedding, std=0.02)
@@ -515,12 +528,14 @@ class CellTOSGCellClassifierOutput(ModelOutput):
         loss: cross-entropy, when `labels` are given.
         logits: `[B, num_labels]`.
         pooling_weights: `[B, N]` attention-pooling weight of each node per cell.
+        cell_embeddings: `[B, d]` pooled cell representation the classifier head reads (for UMAPs).
         attentions, attention_edge_index: as [`CellTOSGModelOutput`], when `output_attentions=True`.
     """
 
     loss: Tensor | None = None
     logits: Tensor | None = None
     pooling_weights: Tensor | None = None
+    cell_embeddings: Tensor | None = None
     attentions: tuple[Tensor, ...] | None = None
     attention_edge_index: Tensor | None = None
 
@@ -571,6 +586,7 @@ class CellTOSGForCellClassification(CellTOSGPreTrainedModel):
             loss=loss,
             logits=logits,
             pooling_weights=weights,
+            cell_embeddings=pooled,
             attentions=outputs.attentions,
             attention_edge_index=outputs.attention_edge_index,
         )

@@ -314,8 +314,10 @@ def finetune(
 
     Returns:
         dict with `train_loss_curve` (mean loss per epoch), `val_macro_f1_curve`, `best_epoch` (0-based,
-        argmax of validation macro-F1), test `accuracy`, `macro_f1` and `test_predictions` (numpy int
-        `[len(test_idx)]`) from the best-on-validation weights, which are left loaded in `model`.
+        argmax of validation macro-F1) and its `val_macro_f1`, test `accuracy`, `macro_f1`,
+        `test_predictions` (numpy int `[len(test_idx)]`) and `test_probabilities` (numpy float
+        `[len(test_idx), num_labels]`, softmax) from the best-on-validation weights, which are left
+        loaded in `model`.
     """
     train_idx, val_idx, test_idx = (
         torch.as_tensor(np.asarray(i), dtype=torch.long) for i in (train_idx, val_idx, test_idx)
@@ -337,8 +339,11 @@ def finetune(
         model.train()
         order = train_idx[torch.randperm(len(train_idx), generator=generator)]
         losses = []
-        for i in range(0, len(order), batch_size):
-            rows = order[i : i + batch_size]
+        starts = list(range(0, len(order), batch_size))
+        if len(starts) > 1 and len(order) - starts[-1] == 1:
+            starts.pop()  # a lone last cell joins the previous batch (BatchNorm needs >= 2 cells)
+        for i, start in enumerate(starts):
+            rows = order[start : starts[i + 1] if i + 1 < len(starts) else len(order)]
             out = model(
                 expression[rows].to(device),
                 graph,
@@ -367,7 +372,9 @@ def finetune(
         "best_epoch": best_epoch,
         "accuracy": float(accuracy_score(truth, test_pred)) if len(truth) else float("nan"),
         "macro_f1": float(f1_score(truth, test_pred, average="macro")) if len(truth) else float("nan"),
+        "val_macro_f1": best_f1,
         "test_predictions": test_pred,
+        "test_probabilities": torch.softmax(test_logits, dim=-1).numpy(),
     }
 
 

@@ -1,9 +1,11 @@
 """``omnicelltosg`` command line: ``build`` a dataset from a recipe, run the end-to-end ``demo``, run the
-masked-edge pretraining ``pretrain-sweep``."""
+masked-edge pretraining ``pretrain-sweep``, ``evaluate`` every model on the same splits, run the
+``signaling`` analysis of a fine-tuned model."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -35,7 +37,71 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--batch-size", type=int, default=8)
     w.add_argument("--negatives", choices=["random", "degree_matched", "mixed"], default="mixed")
     w.add_argument("--seed", type=int, default=0)
+    e = sub.add_parser("evaluate", help="every model on the same donor-level splits, seeds, statistics, figures, report")
+    e.add_argument("--dataset", type=Path, required=True, help="dataset folder (omnicelltosg build output)")
+    e.add_argument("--out", type=Path, default=Path("runs/evaluate"), help="output folder (one sub-folder per task)")
+    src = e.add_mutually_exclusive_group(required=True)
+    src.add_argument("--preset", nargs="+", help="built-in task(s): " + ", ".join(_presets()))
+    src.add_argument("--spec", type=Path, help="YAML/JSON evaluation spec (keys of EvaluationSpec)")
+    e.add_argument("--seeds", type=int, nargs="+", help="model seeds per split variant (default: the spec's, 0 1 2)")
+    e.add_argument("--models", nargs="+", help="subset of models (default: all)")
+    e.add_argument("--epochs", type=int, help="fine-tuning epochs of the graph models")
+    e.add_argument("--lr-grid", type=float, nargs="+", help="learning rates tried for graph models (chosen on validation)")
+    e.add_argument("--pretrain-steps", type=int, help="pretraining steps per split")
+    g = sub.add_parser("signaling", help="key proteins and interactions behind a condition: attention, statistics, "
+                                         "network, GO enrichment, attention-free control")
+    g.add_argument("--dataset", type=Path, required=True, help="dataset folder (omnicelltosg build output)")
+    g.add_argument("--model", type=Path, required=True, help="fine-tuned CellTOSGForCellClassification folder")
+    g.add_argument("--conditions", type=json.loads, required=True, help='cohort query as JSON, e.g. \'{"dataset_id": "kang2018_muscat"}\'')
+    g.add_argument("--group-column", default="condition", help="metadata column holding case and control")
+    g.add_argument("--case", required=True)
+    g.add_argument("--control", required=True)
+    g.add_argument("--knowledge", type=Path, default=Path("../shared/data/knowledge"), help="folder with the GO tables")
+    g.add_argument("--top-k", type=int, default=100, help="proteins seeding the subgraph (default 100)")
+    g.add_argument("--min-leaves", type=int, default=2, help="leaves kept per hub by star-leaf pruning (default 2)")
+    g.add_argument("--fdr", type=float, default=0.05, help="FDR threshold for 'significant' (default 0.05)")
+    g.add_argument("--title", help="figure / report title")
+    g.add_argument("--out", type=Path, default=Path("runs/signaling"))
     return p
+
+
+def _presets() -> list[str]:
+    from .evaluate import PRESETS
+
+    return list(PRESETS)
+
+
+def _evaluate(args) -> None:
+    import copy
+    import json
+
+    import yaml
+
+    from .evaluate import DEFAULT_SETTINGS, PRESETS, run_evaluation, spec_from_dict
+
+    if args.spec:
+        specs = [spec_from_dict(yaml.safe_load(args.spec.read_text()))]
+    else:
+        unknown = [p for p in args.preset if p not in PRESETS]
+        if unknown:
+            raise ValueError(f"Unknown preset(s) {unknown}; accepted values: {list(PRESETS)}.")
+        specs = [copy.deepcopy(PRESETS[p]) for p in args.preset]
+    settings = copy.deepcopy(DEFAULT_SETTINGS)
+    if args.epochs:
+        settings["finetune"]["epochs"] = args.epochs
+    if args.lr_grid:
+        settings["lr_grid"] = args.lr_grid
+    if args.pretrain_steps:
+        settings["pretrain"]["steps"] = args.pretrain_steps
+    for spec in specs:
+        if args.seeds:
+            spec.seeds = args.seeds
+        if args.models:
+            spec.models = args.models
+        res = run_evaluation(args.dataset, spec, args.out / spec.name, settings=settings)
+        print(f"{spec.name}: {args.out / spec.name / 'report.md'}")
+        print(res["summary"][["model", "macro_f1_mean", "macro_f1_sd", "n_runs"]].to_string(index=False))
+        print(json.dumps({k: v for k, v in res["comparison"].items() if k != "ranking"}, indent=1, default=str))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,6 +121,17 @@ def main(argv: list[str] | None = None) -> int:
             from .demo import run_demo
 
             run_demo(args.data, args.out, recipe=args.recipe, seed=args.seed, rebuild=args.rebuild)
+        elif args.command == "signaling":
+            from .signaling_analysis import run_signaling
+
+            summary = run_signaling(args.dataset, args.model, args.out, conditions=args.conditions,
+                                    group_column=args.group_column, case=args.case, control=args.control,
+                                    knowledge_dir=args.knowledge, top_k=args.top_k, min_leaves=args.min_leaves,
+                                    fdr_threshold=args.fdr, title=args.title)
+            print(f"{args.out / 'report.md'}: core {summary['model']['core_nodes']} genes (control "
+                  f"{summary['uniform_control']['core_nodes']}), Jaccard {summary['comparison']['core_jaccard']:.2f}")
+        elif args.command == "evaluate":
+            _evaluate(args)
         elif args.command == "pretrain-sweep":
             from .pretrain_sweep import run_sweep
 

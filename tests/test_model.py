@@ -210,6 +210,25 @@ def test_entities_without_sequence_use_the_learned_missing_vector():
 # ---------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("prior_source", ["learned", "none"])
+def test_prior_source_ablation_ignores_text_priors(prior_source):
+    """Without text priors the model must not read the graph's text embeddings at all (the ablation
+    would otherwise leak them), while the text model must depend on them."""
+    torch.manual_seed(0)
+    graph = toy_graph()
+    other = toy_graph(seed=1)  # same topology, different text embeddings
+    x = torch.rand(2, 3)
+    ablated = CellTOSGModel(toy_config(prior_source=prior_source)).eval()
+    text = CellTOSGModel(toy_config(prior_source="text")).eval()
+    assert ablated.embeddings.name_projection is None
+    assert (ablated.embeddings.node_embedding is not None) == (prior_source == "learned")
+    with torch.no_grad():
+        torch.testing.assert_close(ablated(x, graph).last_hidden_state, ablated(x, other).last_hidden_state)
+        assert not torch.allclose(text(x, graph).last_hidden_state, text(x, other).last_hidden_state)
+    with pytest.raises(Exception, match="text.*learned.*none"):  # huggingface_hub wraps the ValueError
+        toy_config(prior_source="minilm")
+
+
 def test_entity_version_mismatch_names_both_versions():
     model = CellTOSGModel(toy_config())
     with pytest.raises(ValueError) as info:
@@ -376,6 +395,17 @@ def test_finetuning_lowers_loss_and_selects_on_validation():
     assert result["train_loss_curve"][-1] < result["train_loss_curve"][0]
     assert result["best_epoch"] == int(np.argmax(result["val_macro_f1_curve"]))
     assert result["test_predictions"].shape == (16,) and 0.0 <= result["accuracy"] <= 1.0
+
+
+def test_finetune_handles_a_lone_last_training_cell():
+    """17 training cells with batch size 16: the 17th must not form a 1-cell batch (BatchNorm fails on it)."""
+    torch.manual_seed(0)
+    graph = toy_graph()
+    model = CellTOSGForCellClassification(toy_config(num_labels=2, hidden_size=8))
+    x, y = torch.rand(23, 3), torch.arange(23) % 2
+    res = finetune(model, x, torch.ones(23, 3, dtype=torch.bool), y, graph, train_idx=range(17),
+                   val_idx=range(17, 20), test_idx=range(20, 23), epochs=1, batch_size=16)
+    assert len(res["train_loss_curve"]) == 1 and res["test_probabilities"].shape == (3, 2)
 
 
 def test_finetune_refuses_overlapping_splits():

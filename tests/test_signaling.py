@@ -200,3 +200,69 @@ def test_write_signaling_outputs(tmp_path):
     assert core.number_of_nodes() == 5 and {d["symbol"] for _, d in core.nodes(data=True)} == set("ABCEF")
     image = matplotlib.image.imread(paths["figure"])
     assert image.shape[0] > 400 and image.shape[1] > 400 and image[..., :3].std() > 0.05
+
+
+# ---------------------------------------------------------------------------------------------------------
+# GO enrichment and the complete signaling command
+# ---------------------------------------------------------------------------------------------------------
+
+
+def test_go_enrichment_matches_scipy_hypergeometric():
+    import pandas as pd
+    from scipy import stats as sps
+
+    from modeling_celltosg.enrichment import GOAnnotations, go_enrichment
+
+    # background of 10 annotated genes; term T1 holds g0..g3, T2 holds g4..g9; set = g0, g1, g2, g5
+    gene_terms = {f"g{i}": frozenset({"T1"} if i < 4 else {"T2"}) for i in range(10)}
+    gene_terms["g0"] = frozenset({"T1", "T3"})
+    terms = pd.DataFrame({"term": ["one", "two", "three"], "ontology": ["BP", "BP", "MF"]}, index=["T1", "T2", "T3"])
+    res = go_enrichment(["g0", "g1", "g2", "g5", "not_in_background"], [f"g{i}" for i in range(10)],
+                        GOAnnotations(gene_terms, terms), min_term_size=1)
+    t1 = res.set_index("go_id").loc["T1"]
+    assert (t1["overlap"], t1["term_size"], t1["set_size"], t1["background_size"]) == (3, 4, 4, 10)
+    assert t1["p_value"] == pytest.approx(sps.hypergeom.sf(2, 10, 4, 4))  # P(X >= 3)
+    assert t1["genes"] == "g0;g1;g2"
+    p = res.set_index("go_id")["p_value"]
+    assert res.set_index("go_id")["fdr"].to_numpy() == pytest.approx(sps.false_discovery_control(p.to_numpy(), method="bh"))
+    assert res["p_value"].is_monotonic_increasing
+
+
+def test_signaling_command_on_real_kang(built, tmp_path, data_dir):
+    """End to end on the real Kang meta-cells with a (briefly) fine-tuned model: both analyses written,
+    the control differs from the model only through the weights, and the core obeys the pruning rules."""
+    import json
+
+    import networkx as nx
+
+    from dataset_script.loader import load_cohort
+    from modeling_celltosg import CellTOSGConfig, CellTOSGForCellClassification
+    from modeling_celltosg.training import finetune
+    from omnicelltosg.signaling_analysis import run_signaling
+
+    dataset = built[0]
+    cohort = load_cohort(dataset, conditions={"dataset_id": "kang2018_muscat"}, label_column="condition",
+                         validation_by="meta-cell", test_donors=["kang2018_muscat:101"])
+    graph = cohort.graph()
+    x, m, y = cohort.tensors()
+    config = CellTOSGConfig.for_graph(graph, hidden_size=8, num_layers=1, num_heads=2, dropout=0.0, num_labels=2)
+    model = CellTOSGForCellClassification(config)
+    finetune(model, x, m, y, graph, train_idx=cohort.splits["train"], val_idx=cohort.splits["validation"],
+             test_idx=cohort.splits["test"], epochs=1)
+    model.save_pretrained(tmp_path / "model")
+    out = tmp_path / "signaling"
+    summary = run_signaling(dataset, tmp_path / "model", out, conditions={"dataset_id": "kang2018_muscat"},
+                            group_column="condition", case="stim", control="control",
+                            knowledge_dir=data_dir / "knowledge", top_k=60, min_leaves=2)
+    for kind in ("model", "uniform_control"):
+        for name in ("signaling_nodes.csv", "signaling_edges.csv", "signaling_core.graphml", "signaling_network.png",
+                     "go_enrichment.csv"):
+            assert (out / kind / name).exists(), (kind, name)
+        core = nx.read_graphml(out / kind / "signaling_core.graphml")
+        assert core.number_of_nodes() == summary[kind]["core_nodes"] and nx.is_connected(core)
+    assert json.loads((out / "summary.json").read_text())["comparison"]["core_jaccard"] == summary["comparison"]["core_jaccard"]
+    report = (out / "report.md").read_text()
+    assert "Attention-free control" in report and "GO term" in report
+    with pytest.raises(ValueError, match="available"):
+        run_signaling(dataset, tmp_path / "model", tmp_path / "x", conditions={"dataset_id": "kang2018_muscat"},
+                      group_column="condition", case="IFN", control="control", knowledge_dir=data_dir / "knowledge")

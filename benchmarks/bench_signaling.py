@@ -1,0 +1,112 @@
+"""Benchmark: time and peak memory of signaling inference, and how they grow with the number of meta-cells.
+
+Input: the real entity graph of a built dataset (``--dataset``) and its real Kang meta-cells, resampled
+with replacement to M ∈ ``--sizes`` meta-cells (half stim, half control), and a CellTOSG-FM classifier
+of the demo size (GAT, hidden 16, 2 PPI layers, 2 heads) with random weights — the cost of the pipeline
+does not depend on the values of the weights. Each size runs in a FRESH process (1 warm-up call on 16
+meta-cells first) with glibc's mmap threshold at 64 KiB so that freed tensors leave RSS at once; peak
+memory = VmHWM − VmRSS right before the pipeline (``/proc/self/clear_refs``), i.e. the live peak of
+the analysis itself. Timed: ``edge_attention`` (the model pass, all layers and heads) +
+``node_expression`` + ``infer_signaling`` (statistics, top-k, component, pruning).
+
+Prints seconds and MiB per size, per 1,000 meta-cells, and the growth exponent (log-log slope between
+the smallest and largest size).
+
+Run: ``python benchmarks/bench_signaling.py --dataset runs/demo/dataset --json benchmarks/results/signaling.json``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+
+def child(dataset: str, m: int, seed: int, threads: int) -> dict:
+    import numpy as np
+    import torch
+
+    from bench_graph import hwm_bytes, reset_hwm, rss_bytes
+    from dataset_script.loader import load_cohort
+    from modeling_celltosg import CellTOSGConfig, CellTOSGForCellClassification
+    from modeling_celltosg.signaling import edge_attention, infer_signaling, node_expression
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    cohort = load_cohort(dataset, conditions={"dataset_id": "kang2018_muscat"}, label_column="condition",
+                         split_by="none")
+    graph, entities = cohort.graph(), cohort.entities()
+    x_all, m_all, _ = cohort.tensors()
+    groups_all = np.asarray(cohort.cells["condition"]).astype(str)
+    rng = np.random.default_rng(seed)
+    rows = np.concatenate([rng.choice(np.flatnonzero(groups_all == g), m // 2 + (m % 2) * (g == "stim"))
+                           for g in ("stim", "control")])
+    x, mask, groups = x_all[rows], m_all[rows], groups_all[rows]
+    config = CellTOSGConfig.for_graph(graph, hidden_size=16, num_layers=2, layer_type="gat", num_heads=2,
+                                      dropout=0.0, num_labels=2)
+    model = CellTOSGForCellClassification(config).eval()
+    symbols = entities["symbol"].to_numpy()[graph.num_transcripts:]
+
+    def pipeline(xx, mm, gg):
+        pairs, weights = edge_attention(model, xx, mm, graph)
+        expr = node_expression(xx.numpy(), graph)
+        return infer_signaling(weights, pairs, expr, gg, case="stim", control="control", symbols=symbols,
+                               num_transcripts=graph.num_transcripts, top_k=100, min_leaves=2)
+
+    warm = np.concatenate([np.flatnonzero(groups == "stim")[:8], np.flatnonzero(groups == "control")[:8]])
+    pipeline(x[warm], mask[warm], groups[warm])
+    before = rss_bytes()
+    reset_hwm()
+    t0 = time.perf_counter()
+    res = pipeline(x, mask, groups)
+    seconds = time.perf_counter() - t0
+    return {"metacells": m, "seconds": seconds, "peak_mib": (hwm_bytes() - before) / 2**20,
+            "core_nodes": res.core.number_of_nodes(), "pairs": int(len(res.edges))}
+
+
+def main() -> None:
+    if len(sys.argv) == 3 and sys.argv[1] == "--_child":
+        spec = json.loads(sys.argv[2])
+        print(json.dumps(child(**spec)))
+        return
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--dataset", default="runs/demo/dataset")
+    ap.add_argument("--sizes", type=int, nargs="+", default=[250, 500, 1000, 2000])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0", OMP_WAIT_POLICY="PASSIVE")
+    rows = []
+    for m in args.sizes:
+        spec = {"dataset": str(Path(args.dataset).resolve()), "m": m, "seed": args.seed, "threads": args.threads}
+        proc = subprocess.run([sys.executable, __file__, "--_child", json.dumps(spec)], capture_output=True, text=True,
+                              env=env, cwd=ROOT)
+        if proc.returncode:
+            sys.exit(proc.stderr[-2000:])
+        rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        r = rows[-1]
+        print(f"M={m:5d}: {r['seconds']:7.2f} s ({r['seconds'] / m * 1000:6.2f} s per 1,000 meta-cells), "
+              f"peak {r['peak_mib']:8.1f} MiB ({r['peak_mib'] / m * 1000:7.1f} MiB per 1,000), "
+              f"{r['pairs']} pairs, core {r['core_nodes']} genes", flush=True)
+    import math
+
+    a, b = rows[0], rows[-1]
+    growth = {k: math.log(b[k] / a[k]) / math.log(b["metacells"] / a["metacells"]) for k in ("seconds", "peak_mib")}
+    print(f"growth exponent (log-log slope, M={a['metacells']}→{b['metacells']}): time {growth['seconds']:.2f}, "
+          f"memory {growth['peak_mib']:.2f}")
+    if args.json:
+        args.json.write_text(json.dumps({"rows": rows, "growth_exponent": growth, "threads": args.threads,
+                                         "date": time.strftime("%Y-%m-%d %H:%M:%S")}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,240 @@
+"""Figures and ``report.md`` of ``omnicelltosg evaluate`` (matplotlib Agg, umap-learn, scikit-learn)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from sklearn.metrics import confusion_matrix  # noqa: E402
+
+
+def _save(fig, path: Path) -> Path:
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def plot_confusions(predictions: dict, label_names: list[str], out: Path, *, models: list[str | None]) -> dict:
+    """Row-normalised confusion matrix per model, test predictions pooled over all runs; cell text =
+    counts. Returns {model: PNG path}."""
+    paths = {}
+    k = len(label_names)
+    for model in [m for m in models if m]:
+        keys = [key for key in predictions if key[0] == model]
+        if not keys:
+            continue
+        cm = sum(confusion_matrix(predictions[key]["truth"], predictions[key]["pred"], labels=np.arange(k)) for key in keys)
+        norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+        fig, ax = plt.subplots(figsize=(1.2 * k + 2.5, 1.0 * k + 2))
+        im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+        for i in range(k):
+            for j in range(k):
+                ax.text(j, i, str(cm[i, j]), ha="center", va="center", color="white" if norm[i, j] > 0.6 else "black")
+        short = [n if len(n) <= 22 else n[:20] + "…" for n in label_names]
+        ax.set_xticks(range(k), short, rotation=40, ha="right")
+        ax.set_yticks(range(k), short)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.set_title(f"{model}: test, {len(keys)} runs pooled")
+        fig.colorbar(im, ax=ax, fraction=0.046, label="fraction of true class")
+        paths[model] = _save(fig, out / f"confusion_{model}.png")
+    return paths
+
+
+def plot_training_curves(curves: dict, path: Path, *, title: str) -> Path | None:
+    """Training loss and validation macro-F1 per epoch for each trained model (first split variant,
+    selected configuration)."""
+    models = sorted({name for name, v in curves if v == min(vv for _, vv in curves)})
+    if not models:
+        return None
+    v0 = min(vv for _, vv in curves)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for name in models:
+        c = curves[(name, v0)]
+        for ax, key in zip(axes, ("train loss", "validation macro-F1")):
+            values = c.get(key, [])
+            ax.plot(range(1, len(values) + 1), values, marker="o" if len(values) <= 12 else None, ms=3, label=name)
+    for ax, key in zip(axes, ("train loss", "validation macro-F1")):
+        ax.set_title(key)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=8, loc="best")
+    fig.suptitle(f"{title}: training curves (split 0, seed of the first run)")
+    return _save(fig, path)
+
+
+def plot_umaps(embeddings: np.ndarray, expression: np.ndarray, cohort, variant: int, path: Path, *,
+               label_column: str, seed: int = 0) -> Path:
+    """UMAP (umap-learn, 15 neighbours) of the fine-tuned FM's cell embeddings next to UMAP of PCA
+    (50 components, scikit-learn) on log-normalised expression; coloured by label and by donor."""
+    import umap
+    from sklearn.decomposition import PCA
+
+    labels = np.asarray(cohort.label_names)[cohort.labels]
+    donors = np.asarray(cohort.cells["donor_id"]).astype(str)
+    split = np.empty(len(labels), dtype=object)
+    for name, idx in cohort.splits.items():
+        split[idx] = name
+    n_pc = int(min(50, expression.shape[1], expression.shape[0] - 1))
+    pcs = PCA(n_components=n_pc, random_state=seed).fit_transform(expression)
+    coords = {"CellTOSG-FM cell embeddings": umap.UMAP(random_state=seed, n_neighbors=15).fit_transform(embeddings),
+              f"PCA ({n_pc} PCs) of expression": umap.UMAP(random_state=seed, n_neighbors=15).fit_transform(pcs)}
+    fig, axes = plt.subplots(2, 2, figsize=(12, 10))
+    for col, (title, xy) in enumerate(coords.items()):
+        for row, (what, values) in enumerate(((label_column, labels), ("donor", donors))):
+            ax = axes[row, col]
+            cats = sorted(set(values))
+            cmap = plt.get_cmap("tab10" if len(cats) <= 10 else "tab20")
+            for i, cat in enumerate(cats):
+                sel = values == cat
+                ax.scatter(xy[sel, 0], xy[sel, 1], s=8, color=cmap(i % cmap.N), label=cat, alpha=0.8)
+            test = split == "test"
+            ax.scatter(xy[test, 0], xy[test, 1], s=18, facecolors="none", edgecolors="k", linewidths=0.3)
+            ax.set_title(f"{title}\ncoloured by {what}", fontsize=10)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if len(cats) <= 20:
+                ax.legend(fontsize=7, markerscale=1.5, loc="best")
+    fig.suptitle(f"UMAP, split {variant}: all cohort meta-cells (test meta-cells circled)")
+    return _save(fig, path)
+
+
+def plot_embedding_heatmap(model, expression, measured_mask, graph, cohort, path: Path, *, label_column: str,
+                           n_genes: int = 5000, batch_size: int = 16) -> Path:
+    """Paper Figure 4c analogue: meta-cells (rows, ordered by label) × the `n_genes` highest-variance
+    measured genes (columns), left: log-normalised expression, right: the fine-tuned model's transcript
+    node embedding projected on its first principal component (over all cells and genes), both
+    z-scored per gene. Genes are ordered by the label whose mean expression is highest, then by that mean.
+
+    Shapes: `expression`, `measured_mask` `[M, Nt]`; uses `model.celltosg`'s `last_hidden_state` `[B, N, d]`.
+    """
+    import torch
+
+    x = expression.numpy()
+    measured = measured_mask.numpy().any(0)
+    var = np.where(measured, x.var(0), -np.inf)
+    genes = np.argsort(-var)[: int(min(n_genes, measured.sum()))]
+    labels = cohort.labels
+    order = np.argsort(labels, kind="stable")
+    model.eval()
+    states = []
+    with torch.no_grad():
+        for i in range(0, len(x), batch_size):
+            h = model.celltosg(expression[i:i + batch_size], graph, measured_mask=measured_mask[i:i + batch_size]).last_hidden_state
+            states.append(h[:, torch.as_tensor(genes)].numpy())  # last_hidden_state [b, N, d] → [b, G, d]
+    emb = np.concatenate(states)  # [M, G, d]
+    flat = emb.reshape(-1, emb.shape[-1])
+    flat = flat - flat.mean(0)
+    pc1 = np.linalg.svd(flat[:: max(1, len(flat) // 200_000)], full_matrices=False)[2][0]
+    score = (emb - emb.reshape(-1, emb.shape[-1]).mean(0)) @ pc1  # [M, G]
+
+    def z(a):
+        return (a - a.mean(0)) / (a.std(0) + 1e-8)
+
+    ex = z(x[:, genes])
+    means = np.stack([ex[labels == k].mean(0) for k in range(len(cohort.label_names))])
+    gene_order = np.lexsort((-means.max(0), means.argmax(0)))
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5.5), sharey=True)
+    for ax, mat, title in ((axes[0], ex, "log-normalised expression"), (axes[1], z(score), "CellTOSG-FM gene embedding (PC1)")):
+        im = ax.imshow(mat[order][:, gene_order], aspect="auto", cmap="RdBu_r", vmin=-2.5, vmax=2.5, interpolation="nearest")
+        ax.set_title(f"{title}\n{len(genes)} highest-variance genes (z-score per gene)", fontsize=10)
+        ax.set_xlabel("genes")
+    bounds = np.cumsum(np.bincount(labels[order], minlength=len(cohort.label_names)))
+    starts = np.concatenate([[0], bounds[:-1]])
+    axes[0].set_yticks((starts + bounds) / 2 - 0.5, [n if len(n) <= 24 else n[:22] + "…" for n in cohort.label_names],
+                       fontsize=8)
+    for ax in axes:
+        for b in bounds[:-1]:
+            ax.axhline(b - 0.5, color="k", lw=0.6)
+    axes[0].set_ylabel(f"meta-cells ordered by {label_column}")
+    fig.colorbar(im, ax=axes, fraction=0.02)
+    return _save(fig, path)
+
+
+def _pm(mean, sd) -> str:
+    if pd.isna(mean):
+        return "n/a"
+    return f"{mean:.3f} ± {sd:.3f}" if not pd.isna(sd) else f"{mean:.3f}"
+
+
+def write_evaluation_report(spec, settings: dict, cohorts: dict, results: pd.DataFrame, summary: pd.DataFrame,
+                            comparison: dict, figures: dict, dataset: Path, path: Path) -> Path:
+    """Self-contained Markdown report: spec, dataset version, split sizes per variant, the results
+    table (mean ± sd), the FM-vs-best comparison with its statistics, per-class F1 and the figures."""
+    info = json.loads((Path(dataset) / "build_info.json").read_text())
+    out = Path(path).parent
+    lines = [f"# Evaluation: {spec.name}", "",
+             f"Dataset `{dataset}` (entity table `{info.get('entity_version')}`, {info.get('n_metacells')} meta-cells). "
+             f"Cohort: `{json.dumps(spec.conditions)}` → `{spec.label_column}`. "
+             f"{len(spec.split_variants)} split variant(s) × seeds {spec.seeds} = {len(spec.split_variants) * len(spec.seeds)} runs per model.",
+             ""]
+    if spec.note:
+        lines += [f"> {spec.note}", ""]
+    lines += ["Every model sees the same split in a run; checkpoints (epochs) and hyper-parameters are chosen on "
+              "validation macro-F1 only; test is scored once.", "", "## Splits", "",
+              "| variant | arguments | test level | validation level | train | validation | test | test classes |",
+              "|---|---|---|---|---|---|---|---|"]
+    for v, cohort in cohorts.items():
+        s = cohort.summary()
+        flag = "" if s["test_level"] == "donor" else " **(meta-cell level: not donor-independent)**"
+        lines.append(f"| {v} | `{json.dumps(spec.split_variants[v])}` | {s['test_level']}{flag} | {s['validation_level']} | "
+                     f"{s['train']['n_metacells']} ({s['train']['n_donors']} donors) | "
+                     f"{s['validation']['n_metacells']} ({s['validation']['n_donors']}) | "
+                     f"{s['test']['n_metacells']} ({s['test']['n_donors']}) | "
+                     + ", ".join(f"{k}: {c}" for k, c in s["test"]["class_counts"].items()) + " |")
+    lines += ["", "## Results (test, mean ± sd over runs)", "",
+              "| model | macro-F1 | accuracy | balanced accuracy | AUROC | validation macro-F1 | runs |",
+              "|---|---|---|---|---|---|---|"]
+    for _, r in summary.iterrows():
+        name = f"**{r['model']}**" if r["model"] == comparison.get("fm") else r["model"]
+        lines.append(f"| {name} | {_pm(r['macro_f1_mean'], r['macro_f1_sd'])} | {_pm(r['accuracy_mean'], r['accuracy_sd'])} | "
+                     f"{_pm(r['balanced_accuracy_mean'], r['balanced_accuracy_sd'])} | {_pm(r['auroc_mean'], r['auroc_sd'])} | "
+                     f"{_pm(r['val_macro_f1_mean'], r['val_macro_f1_sd'])} | {int(r['n_runs'])} |")
+    if comparison:
+        t, b = comparison["paired_t_test"], comparison.get("bootstrap") or {}
+        verdict = ("CellTOSG-FM has the highest mean test macro-F1." if comparison["fm_wins"] else
+                   f"**CellTOSG-FM does not win**: `{comparison['best_other']}` has a higher mean test macro-F1 "
+                   f"({comparison['best_other_macro_f1_mean']:.3f} vs {comparison['fm_macro_f1_mean']:.3f}).")
+        lines += ["", "## CellTOSG-FM vs the best other model", "", verdict, "",
+                  f"- best other model (by mean test macro-F1, chosen after the fact: the hardest competitor): "
+                  f"`{comparison['best_other']}`",
+                  f"- paired t-test over {t['n']} runs: mean difference (FM − other) {t['mean_difference']:+.3f}, "
+                  f"p = {t['p_value']:.3g}" if not pd.isna(t["p_value"]) else
+                  f"- paired t-test over {t['n']} runs: undefined (identical differences or < 2 runs); mean "
+                  f"difference {t['mean_difference']:+.3f}"]
+        if b:
+            lines.append(f"- bootstrap over test meta-cells ({b['n_boot']} replicates, runs averaged): difference "
+                         f"{b['mean_difference']:+.3f}, {int(b['level'] * 100)}% CI [{b['ci_low']:+.3f}, {b['ci_high']:+.3f}], "
+                         f"p ≈ {b['p_two_sided']:.3g}")
+        lines.append("- ranking (mean test macro-F1): " + ", ".join(f"{m} {v:.3f}" for m, v in comparison["ranking"]))
+    per_class = [c for c in results.columns if c.startswith("f1[")]
+    if per_class:
+        lines += ["", "## Per-class F1 (test, mean over runs)", "", "| model | " + " | ".join(c[3:-1] for c in per_class) + " |",
+                  "|---|" + "---|" * len(per_class)]
+        pc = results.groupby("model")[per_class].mean()
+        for model in summary["model"]:
+            lines.append(f"| {model} | " + " | ".join(f"{pc.loc[model, c]:.3f}" for c in per_class) + " |")
+    lines += ["", "## Settings", "", "```json", json.dumps(settings, indent=1), "```", "", "## Figures", ""]
+    for kind, value in figures.items():
+        items = value.items() if isinstance(value, dict) else [(kind, value)]
+        for name, p in items:
+            if p:
+                lines.append(f"![{name}]({Path(p).relative_to(out)})")
+    lines += ["", "Files: `results.csv` (one row per model × run), `summary.csv`, `comparison.json`, "
+              "`predictions.npz` (test truth / predictions / probabilities per run)."]
+    tmp = Path(path).with_suffix(".tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    tmp.replace(path)
+    return Path(path)
+
+
+__all__ = ["plot_confusions", "plot_training_curves", "plot_umaps", "plot_embedding_heatmap", "write_evaluation_report"]

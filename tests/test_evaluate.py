@@ -1,0 +1,108 @@
+"""Tests of ``omnicelltosg evaluate``: metrics against hand-checked cases and scikit-learn, statistics,
+baselines, and an end-to-end evaluation on the real Kang data (split integrity, resume, report)."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+from sklearn.metrics import f1_score
+
+from omnicelltosg.baselines import logistic_regression, majority_class, mlp
+from omnicelltosg.metrics import bootstrap_difference, classification_metrics, paired_test
+
+
+
+def test_classification_metrics_hand_checked():
+    # per-class F1: class 0 P=1 R=1/2 → 2/3; class 1 P=2/3 R=1 → 4/5; class 2 → 1
+    m = classification_metrics([0, 0, 1, 1, 2], [0, 1, 1, 1, 2], label_names=["a", "b", "c"])
+    assert m["accuracy"] == pytest.approx(0.8)
+    assert m["per_class_f1"] == pytest.approx({"a": 2 / 3, "b": 0.8, "c": 1.0})
+    assert m["macro_f1"] == pytest.approx((2 / 3 + 0.8 + 1.0) / 3)
+    assert m["balanced_accuracy"] == pytest.approx((0.5 + 1 + 1) / 3)
+    assert np.isnan(m["auroc"])  # no probabilities given
+    # binary AUROC: of the 4 (positive, negative) pairs, 3 are ordered correctly
+    b = classification_metrics([0, 0, 1, 1], [0, 1, 0, 1], proba=np.array([[0.9, 0.1], [0.6, 0.4], [0.65, 0.35], [0.2, 0.8]]),
+                               label_names=["ctrl", "stim"])
+    assert b["auroc"] == pytest.approx(0.75)
+    # a class absent from the test split still gets its (zero) per-class F1 entry
+    c = classification_metrics([0, 0], [0, 1], label_names=["x", "y"])
+    assert c["per_class_f1"]["y"] == 0.0 and np.isnan(c["auroc"])
+
+
+def test_bootstrap_difference_and_paired_test():
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, 3, 200)
+    wrong = (truth + 1) % 3
+    same = bootstrap_difference([(truth, truth, truth)], n_boot=200)
+    assert same["mean_difference"] == 0 and same["ci_low"] == 0 and same["ci_high"] == 0
+    better = bootstrap_difference([(truth, truth, wrong), (truth, truth, np.where(rng.random(200) < 0.5, truth, wrong))],
+                                  n_boot=200)
+    assert better["ci_low"] > 0.2 and better["p_two_sided"] <= 1 / 200 + 1e-12
+    a, b = np.array([0.8, 0.7, 0.9, 0.85]), np.array([0.6, 0.65, 0.7, 0.8])
+    t = paired_test(a, b)
+    ref = stats.ttest_rel(a, b)
+    assert t["p_value"] == pytest.approx(ref.pvalue) and t["statistic"] == pytest.approx(ref.statistic)
+    assert np.isnan(paired_test(a, a + 0.1)["p_value"])  # identical differences: undefined, not p = 0
+
+
+def test_expression_baselines_select_on_validation_only():
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1, 2], 60)
+    x = rng.normal(size=(180, 20)) + np.eye(3)[y] @ rng.normal(scale=3, size=(3, 20))
+    idx = rng.permutation(180)
+    splits = {"train": idx[:100], "validation": idx[100:140], "test": idx[140:]}
+    maj = majority_class(x, y, splits, num_classes=3)
+    assert maj.test_pred.tolist() == [np.bincount(y[splits["train"]]).argmax()] * 40
+    lr = logistic_regression(x, y, splits, num_classes=3, c_grid=(1e-4, 1.0))
+    assert lr.hparams["C"] in (1e-4, 1.0)
+    assert lr.val_macro_f1 == pytest.approx(max(
+        f1_score(y[splits["validation"]],
+                 __import__("sklearn.linear_model", fromlist=["x"]).LogisticRegression(C=c, max_iter=2000, random_state=0)
+                 .fit(x[splits["train"]], y[splits["train"]]).predict(x[splits["validation"]]), average="macro")
+        for c in (1e-4, 1.0)))
+    assert f1_score(y[splits["test"]], lr.test_pred, average="macro") > 0.9
+    net = mlp(x, y, splits, num_classes=3, epochs=8, alpha_grid=(1e-4,))
+    assert net.best_epoch == int(np.argmax(net.curves["validation macro-F1"]))
+    assert net.test_proba.shape == (40, 3) and np.allclose(net.test_proba.sum(1), 1)
+
+
+def test_evaluate_kang_condition_end_to_end(built, tmp_path):
+    demo_dataset = built[0]  # conftest: the real Kang + OneK1K build
+    from omnicelltosg.evaluate import DEFAULT_SETTINGS, PRESETS, run_evaluation
+
+    spec = PRESETS["kang_condition"]
+    spec = type(spec)(**{**spec.__dict__, "seeds": [0],
+                         "models": ["celltosg_fm", "gcn", "logistic_regression", "majority_class"]})
+    settings = {**DEFAULT_SETTINGS, "pretrain": {**DEFAULT_SETTINGS["pretrain"], "steps": 2, "eval_max_cells": 16},
+                "finetune": {"epochs": 1, "batch_size": 16}, "mlp_epochs": 2}
+    out = tmp_path / "kang"
+    res = run_evaluation(demo_dataset, spec, out, settings=settings, log=lambda *_: None)
+    results = res["results"]
+    assert len(results) == 4 * 2  # every model ran on both directions (donor 101 → 107 and back)
+    # split integrity: in each direction the test donor never trains, and all models saw the same test rows
+    for v, cohort in res["cohorts"].items():
+        donors = np.asarray(cohort.cells["donor_id"])
+        assert set(donors[cohort.splits["test"]]).isdisjoint(donors[cohort.splits["train"]])
+        assert set(donors[cohort.splits["test"]]) == {spec.split_variants[v]["test_donors"][0]}
+        assert results[results["variant"] == v]["n_test"].nunique() == 1
+    # the reported metrics are the ones sklearn gives on the saved predictions
+    with np.load(out / "predictions.npz") as z:
+        for _, row in results.iterrows():
+            key = f"{row['model']}|{row['variant']}|{row['seed']}|"
+            assert row["macro_f1"] == pytest.approx(f1_score(z[key + "truth"], z[key + "pred"], average="macro"))
+    report = (out / "report.md").read_text()
+    assert "kang_condition" in report and ("does not win" in report or "highest mean" in report)
+    assert (out / "confusion_celltosg_fm.png").stat().st_size > 10_000
+    assert (out / "umap.png").stat().st_size > 10_000
+    # resume: a second call reuses every finished run instead of training again
+    again = run_evaluation(demo_dataset, spec, out, settings=settings, log=lambda *_: pytest.fail("re-ran a run"))
+    pd.testing.assert_frame_equal(again["results"], results, check_dtype=False)
+
+
+def test_evaluation_spec_errors_list_accepted_values():
+    from omnicelltosg.evaluate import EvaluationSpec, spec_from_dict
+
+    with pytest.raises(ValueError, match="accepted values"):
+        EvaluationSpec("x", {}, "condition", models=["svm"]).validate()
+    with pytest.raises(ValueError, match="accepted keys"):
+        spec_from_dict({"name": "x", "conditions": {}, "label_column": "y", "epochs": 3})
