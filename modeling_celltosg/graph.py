@@ -272,6 +272,24 @@ def _accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in (torch.bfloat16, torch.float16) else dtype
 
 
+def _weighted_scatter(values: Tensor, weights: Tensor, gather: Tensor, scatter_to: Tensor, num_nodes: int) -> Tensor:
+    """`out[scatter_to[e]] += weights[e, k] · values[gather[e], k]` over edge chunks (`_edge_chunks`):
+    `values` `[N, K, C]`, `weights` `[E, K]`, index vectors `[E]` → `[num_nodes, K, C]` (same dtype)."""
+    out = torch.zeros((num_nodes, *values.shape[1:]), dtype=values.dtype, device=values.device)
+    for s in _edge_chunks(gather.numel(), num_nodes):
+        out.index_add_(0, scatter_to[s], values.index_select(0, gather[s]) * weights[s].unsqueeze(-1))
+    return out
+
+
+def _edge_dot(a: Tensor, b: Tensor, a_index: Tensor, b_index: Tensor) -> Tensor:
+    """Sampled dense–dense product `out[e, k] = ⟨a[a_index[e], k], b[b_index[e], k]⟩` over edge chunks:
+    `a`, `b` `[N, K, C]`, index vectors `[E]` → `[E, K]`."""
+    out = torch.empty(a_index.numel(), a.size(1), dtype=a.dtype, device=a.device)
+    for s in _edge_chunks(a_index.numel(), a.size(0)):
+        out[s] = (a.index_select(0, a_index[s]) * b.index_select(0, b_index[s])).sum(-1)
+    return out
+
+
 class WeightedAggregate(torch.autograd.Function):
     r"""`out[t, k] = Σ_{e: s→t} α[e, k] · x[s, k]` for K = B·H (cell, head) channels of one shared edge list.
 
@@ -281,8 +299,8 @@ class WeightedAggregate(torch.autograd.Function):
     at most N edges (`_edge_chunks`), all channels at once, so at most two chunk-sized `[N, K, C]`
     transients are alive:
 
-    - forward: `out[t] += α[e] · x[s]` (gather, scale, `index_add_`);
-    - backward: `∂x[s] += α[e] · ∂out[t]`, `∂α[e, k] = ⟨∂out[t, k], x[s, k]⟩` (sampled dense–dense product).
+    - forward: `out[t] += α[e] · x[s]` (`_weighted_scatter`);
+    - backward: `∂x[s] += α[e] · ∂out[t]`, `∂α[e, k] = ⟨∂out[t, k], x[s, k]⟩` (`_edge_dot`).
 
     Reduced-precision inputs are accumulated in float32. Inputs: `x` `[N, K, C]`, `alpha` `[E, K]`,
     `src`, `dst` `[E]` (messages flow source → target) → `[N, K, C]` in `x`'s dtype.
@@ -291,29 +309,20 @@ class WeightedAggregate(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, alpha: Tensor, src: Tensor, dst: Tensor) -> Tensor:
         acc = _accumulation_dtype(x.dtype)
-        xa, aa = x.to(acc), alpha.to(acc)
-        out = torch.zeros(x.shape, dtype=acc, device=x.device)
-        for s in _edge_chunks(src.numel(), x.size(0)):
-            out.index_add_(0, dst[s], xa.index_select(0, src[s]) * aa[s].unsqueeze(-1))
         ctx.save_for_backward(x, alpha, src, dst)
-        return out.to(x.dtype)
+        return _weighted_scatter(x.to(acc), alpha.to(acc), src, dst, x.size(0)).to(x.dtype)
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
         x, alpha, src, dst = ctx.saved_tensors
         acc = _accumulation_dtype(x.dtype)
-        xa, aa, g = x.to(acc), alpha.to(acc), grad_out.to(acc)
-        need_x, need_alpha = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        grad_x = torch.zeros(x.shape, dtype=acc, device=x.device) if need_x else None
-        grad_alpha = torch.empty(alpha.shape, dtype=acc, device=x.device) if need_alpha else None
-        for s in _edge_chunks(src.numel(), x.size(0)):
-            g_dst = g.index_select(0, dst[s])  # [e, K, C]
-            if need_x:
-                grad_x.index_add_(0, src[s], g_dst * aa[s].unsqueeze(-1))
-            if need_alpha:
-                grad_alpha[s] = (g_dst * xa.index_select(0, src[s])).sum(-1)
-        return (None if grad_x is None else grad_x.to(x.dtype),
-                None if grad_alpha is None else grad_alpha.to(alpha.dtype), None, None)
+        g = grad_out.to(acc)
+        grad_x = grad_alpha = None
+        if ctx.needs_input_grad[0]:
+            grad_x = _weighted_scatter(g, alpha.to(acc), dst, src, x.size(0)).to(x.dtype)
+        if ctx.needs_input_grad[1]:
+            grad_alpha = _edge_dot(g, x.to(acc), dst, src).to(alpha.dtype)
+        return grad_x, grad_alpha, None, None
 
 
 class GATEdgeSoftmax(torch.autograd.Function):
@@ -361,27 +370,17 @@ class EdgeDot(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q: Tensor, key: Tensor, src: Tensor, dst: Tensor) -> Tensor:
         acc = _accumulation_dtype(q.dtype)
-        qa, ka = q.to(acc), key.to(acc)
-        out = torch.empty(src.numel(), q.size(1), dtype=acc, device=q.device)
-        for s in _edge_chunks(src.numel(), q.size(0)):
-            out[s] = (qa.index_select(0, dst[s]) * ka.index_select(0, src[s])).sum(-1)
         ctx.save_for_backward(q, key, src, dst)
-        return out.to(q.dtype)
+        return _edge_dot(q.to(acc), key.to(acc), dst, src).to(q.dtype)
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
         q, key, src, dst = ctx.saved_tensors
         acc = _accumulation_dtype(q.dtype)
-        qa, ka, g = q.to(acc), key.to(acc), grad_out.to(acc).unsqueeze(-1)
-        grad_q = torch.zeros(q.shape, dtype=acc, device=q.device) if ctx.needs_input_grad[0] else None
-        grad_k = torch.zeros(key.shape, dtype=acc, device=q.device) if ctx.needs_input_grad[1] else None
-        for s in _edge_chunks(src.numel(), q.size(0)):
-            if grad_q is not None:
-                grad_q.index_add_(0, dst[s], ka.index_select(0, src[s]) * g[s])
-            if grad_k is not None:
-                grad_k.index_add_(0, src[s], qa.index_select(0, dst[s]) * g[s])
-        return (None if grad_q is None else grad_q.to(q.dtype),
-                None if grad_k is None else grad_k.to(key.dtype), None, None)
+        g, n = grad_out.to(acc), q.size(0)
+        grad_q = _weighted_scatter(key.to(acc), g, src, dst, n).to(q.dtype) if ctx.needs_input_grad[0] else None
+        grad_k = _weighted_scatter(q.to(acc), g, dst, src, n).to(key.dtype) if ctx.needs_input_grad[1] else None
+        return grad_q, grad_k, None, None
 
 
 def _gat_self_loops(edge_index: Tensor, num_nodes: int) -> Tensor:

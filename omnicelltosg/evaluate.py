@@ -221,6 +221,7 @@ def run_evaluation(dataset: str | Path, spec: EvaluationSpec, out: str | Path, *
     settings = {**DEFAULT_SETTINGS, **(settings or {})}
     dataset, out = Path(dataset), Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    _check_resume(out, spec, settings, dataset)
     graph, _ = load_graph(dataset)
     results_path = out / "results.csv"
     done = pd.read_csv(results_path) if results_path.exists() else pd.DataFrame()
@@ -294,6 +295,25 @@ def run_evaluation(dataset: str | Path, spec: EvaluationSpec, out: str | Path, *
         figures["embedding_heatmap"] = heatmap
     write_evaluation_report(spec, settings, cohorts, results, summary, comparison, figures, dataset, out / "report.md")
     return {"results": results, "summary": summary, "comparison": comparison, "figures": figures, "cohorts": cohorts}
+
+
+def _check_resume(out: Path, spec: EvaluationSpec, settings: dict, dataset: Path) -> None:
+    """Record what this folder's runs were made with (``run_config.json``); refuse to add runs made
+    with other settings, cohort or dataset to it (the results would mix incomparable runs)."""
+    info = json.loads((dataset / "build_info.json").read_text()) if (dataset / "build_info.json").exists() else {}
+    current = {"settings": settings, "conditions": spec.conditions, "label_column": spec.label_column,
+               "split_variants": spec.split_variants, "cohort_kwargs": spec.cohort_kwargs,
+               "dataset": str(dataset.resolve()), "entity_version": info.get("entity_version")}
+    current = json.loads(json.dumps(current, default=str))
+    path = out / "run_config.json"
+    if path.exists():
+        previous = json.loads(path.read_text())
+        if previous != current:
+            changed = sorted(k for k in current if previous.get(k) != current[k])
+            raise ValueError(f"{out} holds runs made with different {changed}; use another --out, or the same "
+                             f"settings to resume ({path}).")
+        return
+    path.write_text(json.dumps(current, indent=1))
 
 
 def summarize(results: pd.DataFrame) -> pd.DataFrame:

@@ -106,3 +106,15 @@ def test_evaluation_spec_errors_list_accepted_values():
         EvaluationSpec("x", {}, "condition", models=["svm"]).validate()
     with pytest.raises(ValueError, match="accepted keys"):
         spec_from_dict({"name": "x", "conditions": {}, "label_column": "y", "epochs": 3})
+
+
+def test_resume_refuses_other_settings(built, tmp_path):
+    """A folder holding runs made with other settings must not silently receive incomparable runs."""
+    from omnicelltosg.evaluate import DEFAULT_SETTINGS, EvaluationSpec, run_evaluation
+
+    spec = EvaluationSpec("kang", {"dataset_id": "kang2018_muscat"}, "condition", seeds=[0], models=["majority_class"],
+                          split_variants=[{"test_donors": ["kang2018_muscat:101"], "validation_by": "meta-cell"}])
+    run_evaluation(built[0], spec, tmp_path, log=lambda *_: None)
+    other = {**DEFAULT_SETTINGS, "lr_grid": [1e-2]}
+    with pytest.raises(ValueError, match="settings"):
+        run_evaluation(built[0], spec, tmp_path, settings=other, log=lambda *_: None)
