@@ -294,7 +294,31 @@ def run_evaluation(dataset: str | Path, spec: EvaluationSpec, out: str | Path, *
     if heatmap is not None:
         figures["embedding_heatmap"] = heatmap
     write_evaluation_report(spec, settings, cohorts, results, summary, comparison, figures, dataset, out / "report.md")
+    _update_model_card(out / "checkpoints" / "celltosg_fm_finetuned", spec, summary, comparison, dataset)
     return {"results": results, "summary": summary, "comparison": comparison, "figures": figures, "cohorts": cohorts}
+
+
+def _update_model_card(checkpoint: Path, spec: EvaluationSpec, summary: pd.DataFrame, comparison: dict,
+                       dataset: Path) -> None:
+    """Render the fine-tuned FM checkpoint's ``README.md`` (model card) with this evaluation's metrics."""
+    from modeling_celltosg import CellTOSGConfig
+
+    from .report import write_model_card
+
+    if not (checkpoint / "config.json").exists() or FM not in set(summary["model"]):
+        return
+    info = json.loads((dataset / "build_info.json").read_text())
+    row = summary.set_index("model").loc[FM]
+    metrics = {f"test {k} (mean ± sd, {int(row['n_runs'])} runs)": f"{row[k + '_mean']:.3f} ± {row[k + '_sd']:.3f}"
+               for k in ("macro_f1", "accuracy", "balanced_accuracy", "auroc")}
+    if comparison:
+        metrics[f"best other model ({comparison['best_other']}) test macro-F1"] = comparison["best_other_macro_f1_mean"]
+    write_model_card(checkpoint, name=f"fine-tuned: {spec.name}", config=CellTOSGConfig.from_pretrained(checkpoint),
+                     dataset={"entity_version": info["entity_version"], "n_transcripts": info["n_transcripts"],
+                              "n_proteins": info["n_proteins"], "n_ppi_edges": info["n_ppi_edges"]},
+                     training_data=f"`{json.dumps(spec.conditions)}` → `{spec.label_column}`; split variants "
+                                   f"{spec.split_variants}; this checkpoint: split 0, seed {spec.seeds[0]}",
+                     metrics=metrics)
 
 
 def _check_resume(out: Path, spec: EvaluationSpec, settings: dict, dataset: Path) -> None:

@@ -94,6 +94,9 @@ def test_evaluate_kang_condition_end_to_end(built, tmp_path):
     assert "kang_condition" in report and ("does not win" in report or "highest mean" in report)
     assert (out / "confusion_celltosg_fm.png").stat().st_size > 10_000
     assert (out / "umap.png").stat().st_size > 10_000
+    card = (out / "checkpoints" / "celltosg_fm_finetuned" / "README.md").read_text()
+    fm = res["summary"].set_index("model").loc["celltosg_fm"]
+    assert f"{fm['macro_f1_mean']:.3f} ± {fm['macro_f1_sd']:.3f}" in card
     # resume: a second call reuses every finished run instead of training again
     again = run_evaluation(demo_dataset, spec, out, settings=settings, log=lambda *_: pytest.fail("re-ran a run"))
     pd.testing.assert_frame_equal(again["results"], results, check_dtype=False)
