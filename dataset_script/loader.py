@@ -134,14 +134,22 @@ def query(cells: datasets.Dataset, conditions: dict) -> datasets.Dataset:
     return out
 
 
+#: Largest value a log-scale expression matrix can hold: log2(1e6 + 1) ≈ 19.93 (TPM on a log2 scale;
+#: log1p of counts per 10k stays below 9.3). A non-count row above it is on a LINEAR scale (TPM, FPKM,
+#: TPM/10 …): the Tirosh 2016 file, described as "log2(TPM/10+1)-like", holds values up to 34,215 with
+#: rows summing to ~1e5, i.e. TPM/10.
+LOG_SCALE_MAX = 20.0
+
+
 def normalize_expression(batch: dict) -> dict:
-    """``datasets.map`` function: counts → counts per 10,000 → log1p; non-count rows are kept as
-    they are (already log-scale). Adds ``expression_log`` (list<float32>) aligned with
-    ``expression_indices``."""
+    """``datasets.map`` function: counts → counts per 10,000 → log1p. Non-count rows that are already
+    log-scale (max ≤ :data:`LOG_SCALE_MAX`) are kept as they are; non-count rows on a linear scale
+    (TPM / FPKM-like, max above it) are rescaled to 10,000 per row and log1p-transformed like counts.
+    Adds ``expression_log`` (list<float32>) aligned with ``expression_indices``."""
     out = []
     for values, counts in zip(batch["expression_values"], batch["values_are_counts"]):
         v = np.asarray(values, dtype=np.float32)
-        if counts:
+        if counts or (v.size and v.max() > LOG_SCALE_MAX):
             total = v.sum()
             v = np.log1p(v * (TARGET_SUM / total)) if total > 0 else v
         out.append(v.astype(np.float32))

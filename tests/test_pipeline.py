@@ -42,6 +42,22 @@ def test_expression_is_log_normalised(kang, built):
     assert x[:, ~mask[0]].abs().sum() == 0
 
 
+def test_non_count_rows_log_scale_kept_linear_scale_log_normalised():
+    """Non-count input: log-scale rows pass through; linear-scale rows (TPM-like, as the real Tirosh
+    2016 file: values up to 34,215) get the same CP10k + log1p as counts — never fed to a model raw."""
+    from dataset_script.loader import normalize_expression
+
+    log_row = [0.5, 3.2, 11.0]  # log2(TPM + 1)-like
+    tpm_row = [5_000.0, 30_000.0, 65_000.0]
+    counts_row = [1.0, 3.0, 6.0]
+    out = normalize_expression({"expression_values": [log_row, tpm_row, counts_row],
+                                "values_are_counts": [False, False, True]})["expression_log"]
+    np.testing.assert_allclose(out[0], log_row, rtol=1e-6)
+    np.testing.assert_allclose(out[1], np.log1p(np.array(tpm_row) / sum(tpm_row) * 1e4), rtol=1e-6)
+    np.testing.assert_allclose(out[2], np.log1p(np.array(counts_row) / 10 * 1e4), rtol=1e-6)
+    assert max(out[1]) < 10
+
+
 def test_query_errors_list_what_is_available(built):
     with pytest.raises(KeyError, match="Unknown metadata field.*'tissue_general'"):
         load_cohort(built[0], conditions={"organ": "blood"}, label_column="condition")
