@@ -13,8 +13,10 @@ metadata table alone.
 
 from __future__ import annotations
 
-import json
+import functools
 import hashlib
+import inspect
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -127,8 +129,9 @@ def query(cells: datasets.Dataset, conditions: dict) -> datasets.Dataset:
     check_fields(metadata_fields(cells), conditions)
     if not conditions:
         return cells
-    out = cells.with_format("arrow").filter(select_batch, batched=True, batch_size=50_000,
-                                            fn_kwargs={"conditions": conditions}, desc="query").with_format(None)
+    out = cells.with_format("arrow").filter(
+        select_batch, batched=True, batch_size=50_000, fn_kwargs={"conditions": conditions}, desc="query",
+        new_fingerprint=_code_fingerprint(cells._fingerprint, select_batch, repr(conditions))).with_format(None)
     if len(out) == 0:
         raise empty_query_error(cells.select_columns(list(conditions)).to_pandas(), conditions)
     return out
@@ -178,7 +181,8 @@ def gene_panels(path: str | Path) -> dict[str, np.ndarray]:
 def load_cells(path: str | Path, *, conditions: dict | None = None, config: str = "all") -> datasets.Dataset:
     """Query meta-cells and add normalised expression (``expression_log``); no labels, no split."""
     cells = query(_load(path, config), conditions or {})
-    return cells.map(normalize_expression, batched=True, desc="normalise")
+    return cells.map(normalize_expression, batched=True, desc="normalise",
+                     new_fingerprint=_code_fingerprint(cells._fingerprint, normalize_expression))
 
 
 
@@ -368,6 +372,20 @@ def _fingerprint(*parts) -> str:
     return hashlib.sha256(repr(parts).encode()).hexdigest()[:32]
 
 
+@functools.lru_cache(maxsize=None)
+def _module_version(filename: str) -> str:
+    return hashlib.sha256(Path(filename).read_bytes()).hexdigest()[:16]
+
+
+def _code_fingerprint(previous: str, fn, *parts) -> str:
+    """Fingerprint of ``previous`` transformed by module-level ``fn`` with ``parts``: includes a hash of
+    the source file that defines ``fn``. ``datasets`` pickles an importable function by reference
+    (module + name), so its own fingerprint does not change when the function's code does and a stale
+    cached result would be served after an upgrade (seen here: a fixed normalisation kept returning
+    the old values)."""
+    return _fingerprint(previous, fn.__module__, fn.__qualname__, _module_version(inspect.getfile(fn)), *parts)
+
+
 def load_cohort(path: str | Path, *, conditions: dict | None = None, task: str | None = None,
                 label_column: str | None = None, config: str = "all", sample_ratio: float | None = None,
                 sample_size: int | None = None, min_per_class: int | None = None, match: bool | dict = False,
@@ -527,12 +545,15 @@ def load_cohort(path: str | Path, *, conditions: dict | None = None, task: str |
         reports["correction"] = {"method": "combat_seq (inmoose.pycombat_seq)", "groups": corr_report}
         cohort_cells = cohort_cells.map(
             replace_expression, batched=True, with_indices=True, fn_kwargs={"corrected": corrected},
-            new_fingerprint=_fingerprint(cohort_cells._fingerprint, "combat_seq", seed, label_column), desc="ComBat-seq")
+            new_fingerprint=_code_fingerprint(cohort_cells._fingerprint, replace_expression, "combat_seq", seed,
+                                              label_column), desc="ComBat-seq")
 
     # 6. normalisation and labels at access time
-    cohort_cells = cohort_cells.map(normalize_expression, batched=True, desc="normalise")
+    cohort_cells = cohort_cells.map(normalize_expression, batched=True, desc="normalise",
+                                    new_fingerprint=_code_fingerprint(cohort_cells._fingerprint, normalize_expression))
     if label_column:
-        cohort_cells = cohort_cells.map(encode_labels, batched=True, desc="labels",
-                                        fn_kwargs={"label_column": label_column, "label_names": label_names})
+        cohort_cells = cohort_cells.map(
+            encode_labels, batched=True, desc="labels", fn_kwargs={"label_column": label_column, "label_names": label_names},
+            new_fingerprint=_code_fingerprint(cohort_cells._fingerprint, encode_labels, label_column, tuple(label_names)))
     nt = int(_build_info(path)["n_transcripts"])
     return Cohort(cohort_cells, labels, label_names, split, label_column, conditions, nt, path, task, measured, reports)

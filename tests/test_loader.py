@@ -280,3 +280,23 @@ def test_load_cohort_argument_errors(built):
     with pytest.raises(ValueError, match=r"No control rows.*'stim'"):
         load_cohort(built[0], conditions=KANG | {"condition": "stim"}, task="condition", match=True,
                     validation_by="meta-cell")
+
+
+def test_cached_transforms_follow_code_changes(tmp_path, monkeypatch):
+    """datasets pickles an importable function by reference, so its fingerprint ignores code edits;
+    ours includes the defining file's hash: editing the function must give a new fingerprint."""
+    import importlib
+    import sys
+
+    from dataset_script import loader
+
+    mod = tmp_path / "norm_mod.py"
+    mod.write_text("def norm(batch):\n    return batch\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    fn = importlib.import_module("norm_mod").norm
+    before = loader._code_fingerprint("abc", fn)
+    assert loader._code_fingerprint("abc", fn) == before  # deterministic
+    mod.write_text("def norm(batch):\n    return {k: v for k, v in batch.items()}\n")
+    loader._module_version.cache_clear()
+    assert loader._code_fingerprint("abc", fn) != before
+    sys.modules.pop("norm_mod", None)
