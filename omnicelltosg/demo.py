@@ -11,12 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, f1_score
 
 from dataset_script.loader import expression_tensors, gene_panels, load_cells, load_cohort, load_graph
 from dataset_script.pipeline import DEFAULT_RECIPE, build_dataset, load_recipe
 
+from .baselines import logistic_regression, majority_class
 from .figures import plot_curves
 from .report import write_model_card, write_report
 
@@ -52,27 +52,12 @@ def ensure_dataset(recipe: Path, data_dir: Path, dataset_dir: Path, *, rebuild: 
     return build_dataset(recipe, data_dir, dataset_dir, overwrite=True)
 
 
-def logistic_baseline(x: np.ndarray, y: np.ndarray, splits: dict, *, seed: int) -> dict:
-    """Logistic regression on log-normalised expression; C chosen on validation macro-F1."""
-    best = None
-    for c in (0.01, 0.1, 1.0):
-        clf = LogisticRegression(C=c, max_iter=2000, random_state=seed)
-        clf.fit(x[splits["train"]], y[splits["train"]])
-        f1 = f1_score(y[splits["validation"]], clf.predict(x[splits["validation"]]), average="macro")
-        if best is None or f1 > best[0]:
-            best = (f1, c, clf)
-    pred = best[2].predict(x[splits["test"]])
-    return {"accuracy": float(accuracy_score(y[splits["test"]], pred)),
-            "macro_f1": float(f1_score(y[splits["test"]], pred, average="macro")), "C": best[1],
-            "val_macro_f1": float(best[0])}
-
-
-def majority_baseline(y: np.ndarray, splits: dict) -> dict:
-    """Predict the most frequent training class for every test meta-cell."""
-    majority = np.bincount(y[splits["train"]]).argmax()
-    pred = np.full(len(splits["test"]), majority)
-    return {"accuracy": float(accuracy_score(y[splits["test"]], pred)),
-            "macro_f1": float(f1_score(y[splits["test"]], pred, average="macro"))}
+def _baseline_metrics(run, y: np.ndarray, splits: dict) -> dict:
+    """Test accuracy / macro-F1 of a :class:`~omnicelltosg.baselines.ModelRun`, plus what it chose."""
+    truth = y[splits["test"]]
+    return {"accuracy": float(accuracy_score(truth, run.test_pred)),
+            "macro_f1": float(f1_score(truth, run.test_pred, average="macro")),
+            "val_macro_f1": run.val_macro_f1, **run.hparams}
 
 
 def run_demo(data_dir: Path, out: Path, *, recipe: Path = DEFAULT_RECIPE, seed: int = 0, rebuild: bool = False) -> dict:
@@ -167,8 +152,11 @@ def run_demo(data_dir: Path, out: Path, *, recipe: Path = DEFAULT_RECIPE, seed: 
             "label_column": task["label_column"], "labels": cohort.label_names, "splits": cohort.summary(),
             "celltosg_fm": {"accuracy": res["accuracy"], "macro_f1": res["macro_f1"], "best_epoch": res["best_epoch"],
                             "val_macro_f1_curve": res["val_macro_f1_curve"]},
-            "majority_class": majority_baseline(yn, cohort.splits),
-            "logistic_regression": logistic_baseline(xn, yn, cohort.splits, seed=seed),
+            "majority_class": _baseline_metrics(
+                majority_class(xn, yn, cohort.splits, num_classes=len(cohort.label_names)), yn, cohort.splits),
+            "logistic_regression": _baseline_metrics(
+                logistic_regression(xn, yn, cohort.splits, num_classes=len(cohort.label_names), seed=seed),
+                yn, cohort.splits),
         }
         plot_curves({"train loss": res["train_loss_curve"], "validation macro-F1": res["val_macro_f1_curve"]},
                     out / f"finetune_{task['name']}.png", title=f"Fine-tuning: {task['name']}", xlabel="epoch")
