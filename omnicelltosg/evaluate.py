@@ -197,8 +197,8 @@ def run_evaluation(dataset: str | Path, spec: EvaluationSpec, out: str | Path, *
     """Run every model of ``spec`` on every (split variant, seed) and write the results into ``out``.
 
     Returns {"results", "summary" (DataFrames), "comparison", "figures", "cohorts" (variant → Cohort)}.
-    Writes ``results.csv`` (one row per model × run, all metrics), ``summary.csv`` / ``summary.md``
-    (mean ± sd per model), ``comparison.json`` (FM vs the best other model: paired t-test over runs and
+    Writes ``results.csv`` (one row per model × run, all metrics), ``summary.csv`` (mean ± sd per
+    model), ``comparison.json`` (FM vs the best other model: paired t-test over runs and
     bootstrap CI over test meta-cells), figures (``confusion_<model>.png``, ``curves.png``,
     ``umap.png``) and ``report.md``. Rows already in ``results.csv`` (same model, variant, seed) are
     reused, so an interrupted evaluation resumes.
@@ -234,17 +234,18 @@ def run_evaluation(dataset: str | Path, spec: EvaluationSpec, out: str | Path, *
                 predictions.setdefault((model, int(v), int(seed)), {})[what] = z[key]
     rows = done.to_dict("records")
     cohorts, curves, umap_inputs, heatmap = {}, {}, None, None
+    inputs = {}  # variant → dense inputs, built once and shared by that variant's seeds
     for v, variant, seed in _runs_plan(spec):
         if v not in cohorts:
             cohort = load_cohort(dataset, conditions=spec.conditions, label_column=spec.label_column,
                                  **{**spec.cohort_kwargs, **variant})
             cohorts[v] = cohort
+            x, m, y = cohort.tensors()
+            inputs[v] = (x, m, y, x.numpy()[:, m.any(0).numpy()],  # expression of the measured genes only
+                         set(np.asarray(cohort.cells["cell_id"])[cohort.splits["test"]]))
         cohort = cohorts[v]
-        x, m, y = cohort.tensors()
+        x, m, y, xe, test_ids = inputs[v]
         yn = y.numpy()
-        measured_cols = m.any(0).numpy()
-        xe = x.numpy()[:, measured_cols]
-        test_ids = set(np.asarray(cohort.cells["cell_id"])[cohort.splits["test"]])
         split_dir = out / "checkpoints" / f"split{v}"
         pretrained = {}
         for name in spec.models:
