@@ -28,7 +28,10 @@ PPI_SOURCES = {
     "innatedb": ("innatedb_human_ppi_experimental_ensembl_symbols.tsv.gz", "hgnc_symbol_A", "hgnc_symbol_B", None),
     "scnet": ("scnet_human_ppi_symbols.tsv.gz", "gene_a", "gene_b", "weight"),
 }
-GENE_ID_TYPES = ("symbol", "ensembl")
+GENE_ID_TYPES = ("symbol", "ensembl", "auto")
+
+#: Share of unmapped input genes above which the build warns (and the mapping report says so).
+UNMAPPED_WARN_FRACTION = 0.2
 GO_TERMS_PER_ASPECT = 5  # keeps a description inside the text encoder's 96-token window
 
 
@@ -43,7 +46,9 @@ class GeneTable:
     table: pd.DataFrame                     # entrez_id, symbol, full_name, entity_id, aliases
     by_symbol: dict[str, str] = field(default_factory=dict)   # symbol -> entrez
     by_alias: dict[str, str] = field(default_factory=dict)    # unambiguous alias -> entrez
-    by_ensembl: dict[str, str] = field(default_factory=dict)  # any listed Ensembl ID -> entrez
+    by_ensembl: dict[str, str] = field(default_factory=dict)  # Ensembl ID of exactly one gene -> entrez
+    ambiguous_alias: dict[str, tuple[str, ...]] = field(default_factory=dict)    # alias of >1 genes -> entrez IDs
+    ambiguous_ensembl: dict[str, tuple[str, ...]] = field(default_factory=dict)  # Ensembl ID of >1 genes
 
 
 def read_table(path: Path, **kwargs) -> pd.DataFrame:
@@ -75,18 +80,38 @@ def load_gene_table(knowledge_dir: Path) -> GeneTable:
         for a in filter(None, aliases.split(";")):
             alias_owners.setdefault(a.upper(), set()).add(entrez)
     genes.by_alias = {a: next(iter(o)) for a, o in alias_owners.items() if len(o) == 1}
+    genes.ambiguous_alias = {a: tuple(sorted(o, key=int)) for a, o in alias_owners.items() if len(o) > 1}
+    ens_owners: dict[str, set[str]] = {}
     for entrez, ens in zip(t["entrez_id"], t["ensembl_gene"]):
         for e in filter(None, ens.split(";")):
-            genes.by_ensembl.setdefault(e, entrez)
+            ens_owners.setdefault(e, set()).add(entrez)
+    genes.by_ensembl = {e: next(iter(o)) for e, o in ens_owners.items() if len(o) == 1}
+    genes.ambiguous_ensembl = {e: tuple(sorted(o, key=int)) for e, o in ens_owners.items() if len(o) > 1}
     return genes
 
 
-def resolve_gene_ids(ids: list[str], id_type: str, genes: GeneTable) -> tuple[list[str | None], dict[str, int]]:
-    """Resolve input gene identifiers to Entrez IDs.
+def detect_gene_id_type(ids: list[str]) -> str:
+    """``ensembl`` when most identifiers look like human Ensembl gene IDs (``ENSG…``), else ``symbol``."""
+    ids = [str(i) for i in ids]
+    ens = sum(i.upper().startswith("ENSG") for i in ids)
+    return "ensembl" if ids and ens / len(ids) > 0.5 else "symbol"
 
-    Symbols resolve by official symbol first, then by an alias that names one gene only; Ensembl
-    IDs resolve with or without a version suffix. Returns the Entrez ID (or None) per input and a
-    report ``{"n_input", "by_symbol", "by_alias", "by_ensembl", "unmapped"}``.
+
+def resolve_gene_ids(ids: list[str], id_type: str, genes: GeneTable, *,
+                     return_table: bool = False):
+    """Resolve input gene identifiers to Entrez IDs (NCBI Gene, through org.Hs.eg.db 3.16).
+
+    Symbols resolve by official symbol first (case-insensitive), then by a previous symbol / alias
+    that names ONE gene only; an alias shared by several genes is ``ambiguous`` and left unresolved.
+    Ensembl gene IDs resolve with or without a version suffix (``ENSG…​.12``); one listed for several
+    genes is ``ambiguous``. ``id_type="auto"`` picks symbol or Ensembl with :func:`detect_gene_id_type`.
+
+    Returns
+    -------
+    ``(entrez, report)`` — the Entrez ID (or None) per input, and ``{"n_input", "id_type",
+    "by_symbol", "by_alias", "by_ensembl", "ambiguous", "unmapped", "unmapped_fraction"}`` (counts;
+    ``unmapped`` excludes ``ambiguous``). With ``return_table=True`` a third item: a DataFrame with
+    one row per input (``input_id, entrez_id, symbol, how, candidates``), the per-dataset mapping report.
 
     Raises
     ------
@@ -95,23 +120,39 @@ def resolve_gene_ids(ids: list[str], id_type: str, genes: GeneTable) -> tuple[li
     """
     if id_type not in GENE_ID_TYPES:
         raise ValueError(f"gene_id_type {id_type!r} not supported; accepted: {list(GENE_ID_TYPES)}")
-    report = {"n_input": len(ids), "by_symbol": 0, "by_alias": 0, "by_ensembl": 0, "unmapped": 0}
+    if id_type == "auto":
+        id_type = detect_gene_id_type(ids)
+    report = {"n_input": len(ids), "id_type": id_type, "by_symbol": 0, "by_alias": 0, "by_ensembl": 0,
+              "ambiguous": 0, "unmapped": 0}
     out: list[str | None] = []
+    rows = []
     for raw in ids:
         key = str(raw).strip()
-        hit = None
+        hit, how, candidates = None, "unmapped", ()
         if id_type == "ensembl":
-            hit = genes.by_ensembl.get(key.split(".")[0])
-            report["by_ensembl" if hit else "unmapped"] += 1
+            stem = key.split(".")[0].upper()
+            hit = genes.by_ensembl.get(stem)
+            how = "ensembl" if hit else "unmapped"
+            candidates = () if hit else genes.ambiguous_ensembl.get(stem, ())
         else:
             hit = genes.by_symbol.get(key.upper())
-            if hit:
-                report["by_symbol"] += 1
-            else:
+            how = "symbol" if hit else "unmapped"
+            if not hit:
                 hit = genes.by_alias.get(key.upper())
-                report["by_alias" if hit else "unmapped"] += 1
+                how = "alias" if hit else "unmapped"
+                candidates = () if hit else genes.ambiguous_alias.get(key.upper(), ())
+        if candidates:
+            how = "ambiguous"
+        report["by_" + how if how in ("symbol", "alias", "ensembl") else how] += 1
         out.append(hit)
-    return out, report
+        rows.append((key, hit or "", how, ";".join(candidates)))
+    report["unmapped_fraction"] = round((report["unmapped"] + report["ambiguous"]) / max(len(ids), 1), 4)
+    if not return_table:
+        return out, report
+    table = pd.DataFrame(rows, columns=["input_id", "entrez_id", "how", "candidates"])
+    symbol = dict(zip(genes.table["entrez_id"], genes.table["symbol"]))
+    table.insert(2, "symbol", table["entrez_id"].map(symbol).fillna(""))
+    return out, report, table
 
 
 def _read_fasta(path: Path) -> dict[str, str]:

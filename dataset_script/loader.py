@@ -31,6 +31,7 @@ from .batch_correction import combat_seq_rows
 from .matching import MatchResult, match_case_control
 from .query import check_fields, empty_query_error, is_unknown, select_batch
 from .sampling import sample_rows
+from .schema import LOG_SCALE_MAX
 from .splits import Split, donor_keys, split_by_donor, split_by_metacell
 
 TARGET_SUM = 1e4  # counts per meta-cell after normalisation (scanpy normalize_total convention)
@@ -137,11 +138,6 @@ def query(cells: datasets.Dataset, conditions: dict) -> datasets.Dataset:
     return out
 
 
-#: Largest value a log-scale expression matrix can hold: log2(1e6 + 1) ≈ 19.93 (TPM on a log2 scale;
-#: log1p of counts per 10k stays below 9.3). A non-count row above it is on a LINEAR scale (TPM, FPKM,
-#: TPM/10 …): the Tirosh 2016 file, described as "log2(TPM/10+1)-like", holds values up to 34,215 with
-#: rows summing to ~1e5, i.e. TPM/10.
-LOG_SCALE_MAX = 20.0
 
 
 def normalize_expression(batch: dict) -> dict:

@@ -29,18 +29,96 @@ def partitions(adata: ad.AnnData) -> dict[tuple, np.ndarray]:
     return {k: np.asarray(v) for k, v in groups.items()}
 
 
-def seacells_assignments(adata: ad.AnnData, n_metacells: int, *, counts: bool, seed: int = 0,
-                         max_iter: int = 100) -> np.ndarray:
+def pca_embedding(adata: ad.AnnData, *, value_transform: str, seed: int = 0) -> ad.AnnData:
+    """The PCA SEACells works on: ``counts`` / ``linear`` values are normalised to 10,000 per cell and
+    log1p-ed, and the PCA uses the 2,000 Seurat-flavour highly variable genes; ``log`` values are used
+    as they are, on every gene. Returns a new AnnData with ``obsm["X_pca"]`` (≤ 30 components)."""
+    n = adata.n_obs
+    work = ad.AnnData(X=sp.csr_matrix(adata.X, dtype=np.float32, copy=True))
+    counts = value_transform != "log"
+    if counts:
+        sc.pp.normalize_total(work, target_sum=1e4)
+        sc.pp.log1p(work)
+        # Seurat-flavour HVG selection exponentiates its input, so it only applies to values we
+        # log-normalised here; log-scale inputs (already normalised upstream) use every gene.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            sc.pp.highly_variable_genes(work, n_top_genes=min(2000, work.n_vars), flavor="seurat")
+    mask = "highly_variable" if counts else None
+    n_genes = int(work.var["highly_variable"].sum()) if counts else work.n_vars
+    sc.pp.pca(work, n_comps=max(int(min(30, n - 2, n_genes - 1)), 2), mask_var=mask, random_state=seed)
+    return work
+
+
+def split_partition(adata: ad.AnnData, max_cells: int, *, value_transform: str, seed: int = 0) -> list[np.ndarray]:
+    """Split a partition larger than ``max_cells`` into chunks of at most ``max_cells`` cells.
+
+    SEACells' kernel is dense in the cells of a partition (memory grows with n²; ~5 GB at 14k cells
+    measured here), so large partitions are cut first: k-means (scikit-learn, ``k = ceil(n /
+    max_cells)``, seeded) on the partition's PCA keeps similar cells together; a cluster still above
+    ``max_cells`` is cut into equal random parts. Returns row-index arrays covering every cell once.
+
+    Raises
+    ------
+    ValueError
+        If ``max_cells`` < 2.
+    """
+    from sklearn.cluster import KMeans
+
+    if max_cells < 2:
+        raise ValueError(f"max_cells_per_partition must be >= 2, got {max_cells}")
+    n = adata.n_obs
+    if n <= max_cells:
+        return [np.arange(n)]
+    k = int(np.ceil(n / max_cells))
+    pcs = pca_embedding(adata, value_transform=value_transform, seed=seed).obsm["X_pca"]
+    labels = KMeans(n_clusters=k, n_init=4, random_state=seed).fit_predict(pcs)
+    rng = np.random.default_rng(seed)
+    chunks = []
+    for c in range(k):
+        rows = np.flatnonzero(labels == c)
+        if len(rows) > max_cells:
+            chunks += np.array_split(rng.permutation(rows), int(np.ceil(len(rows) / max_cells)))
+        elif len(rows):
+            chunks.append(rows)
+    return [np.sort(c) for c in chunks]
+
+
+def quality(pcs: np.ndarray, assignment: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per meta-cell ``(compactness, separation)`` in the partition's PCA space.
+
+    compactness = mean over components of the variance of the member cells (lower = tighter);
+    separation = Euclidean distance from the meta-cell centroid to the nearest other centroid
+    (higher = more distinct; NaN with one meta-cell). These are the definitions of
+    ``SEACells.evaluate.compactness`` / ``separation``, computed on the PCA rather than on Palantir
+    diffusion components, because the diffusion map fails on partitions below ~30 cells, which the
+    builds here have many of.
+    """
+    k = int(assignment.max()) + 1
+    centroids = np.stack([pcs[assignment == m].mean(0) for m in range(k)])
+    compact = np.array([pcs[assignment == m].var(0).mean() for m in range(k)], dtype=np.float32)
+    if k == 1:
+        return compact, np.array([np.nan], dtype=np.float32)
+    d = np.linalg.norm(centroids[:, None, :] - centroids[None, :, :], axis=-1)
+    np.fill_diagonal(d, np.inf)
+    return compact, d.min(1).astype(np.float32)
+
+
+def seacells_assignments(adata: ad.AnnData, n_metacells: int, *, value_transform: str, seed: int = 0,
+                         max_iter: int = 100, embedding: ad.AnnData | None = None) -> np.ndarray:
     """Assign each cell of one partition to a SEACells meta-cell.
 
     Parameters
     ----------
     adata
-        One partition, ``n_obs`` × ``n_vars`` (raw counts if ``counts`` else log-scale values).
+        One partition, ``n_obs`` × ``n_vars``.
     n_metacells
         Number of meta-cells (1 ≤ n_metacells ≤ n_obs); 1 puts every cell in one meta-cell.
-    counts
-        Whether ``adata.X`` holds raw counts (then it is normalised to 10,000 and log1p-ed first).
+    value_transform
+        What ``adata.X`` holds (:data:`dataset_script.schema.VALUE_TRANSFORMS`): ``counts`` and
+        ``linear`` (TPM-like) values are normalised to 10,000 per cell and log1p-ed first, and the
+        PCA uses the 2,000 Seurat-flavour highly variable genes; ``log`` values are used as they are,
+        on every gene.
 
     Returns
     -------
@@ -54,18 +132,7 @@ def seacells_assignments(adata: ad.AnnData, n_metacells: int, *, counts: bool, s
     patch_seacells()
     import SEACells
 
-    work = ad.AnnData(X=adata.X.copy())
-    if counts:
-        sc.pp.normalize_total(work, target_sum=1e4)
-        sc.pp.log1p(work)
-        # Seurat-flavour HVG selection exponentiates its input, so it only applies to counts;
-        # log-scale inputs (already normalised upstream) use every gene.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            sc.pp.highly_variable_genes(work, n_top_genes=min(2000, work.n_vars), flavor="seurat")
-    mask = "highly_variable" if counts else None
-    n_genes = int(work.var["highly_variable"].sum()) if counts else work.n_vars
-    sc.pp.pca(work, n_comps=max(int(min(30, n - 2, n_genes - 1)), 2), mask_var=mask, random_state=seed)
+    work = embedding if embedding is not None else pca_embedding(adata, value_transform=value_transform, seed=seed)
     n_neighbors = int(min(15, n - 2))
     np.random.seed(seed)  # SEACells draws from NumPy's global generator
     with quiet(), warnings.catch_warnings():
@@ -116,15 +183,54 @@ def aggregate(adata: ad.AnnData, assignment: np.ndarray, *, counts: bool) -> tup
         first = cells[cells["cell_type"] == majority].iloc[0]
         for col in VOTED_COLUMNS:
             row[col] = first[col]
+        if "cell_type_confidence" in cells:
+            row["cell_type_confidence"] = float(cells.loc[cells["cell_type"] == majority, "cell_type_confidence"].mean())
         row["n_cells"] = int(len(cells))
         row["purity"] = float(vote.iloc[0] / len(cells))
         rows.append(row)
     return sp.csr_matrix(X, dtype=np.float32), pd.DataFrame(rows)
 
 
+def metacells_of_partition(part: ad.AnnData, sample_key: str, *, cells_per_metacell: int,
+                           min_cells_per_partition: int, max_cells_per_partition: int, value_transform: str,
+                           seed: int = 0) -> tuple[sp.csr_matrix, pd.DataFrame]:
+    """Meta-cells of ONE partition (the unit of work of a distributed build): split it if larger than
+    ``max_cells_per_partition`` (:func:`split_partition`), run SEACells per chunk, aggregate, and
+    record ``purity``, ``compactness`` and ``separation`` per meta-cell (:func:`quality`).
+
+    Returns X (CSR float32, meta-cells × genes) and the meta-cell table; ``cell_id`` is
+    ``<sample_key>:mc<NNNN>`` (``<sample_key>:p<chunk>:mc<NNNN>`` when the partition was split).
+    """
+    counts = value_transform == "counts"
+    chunks = split_partition(part, max_cells_per_partition, value_transform=value_transform, seed=seed)
+    blocks, tables = [], []
+    for c, rows in enumerate(chunks):
+        chunk = part[rows] if len(chunks) > 1 else part
+        n = chunk.n_obs
+        k = 1 if n < min_cells_per_partition else max(1, round(n / cells_per_metacell))
+        embedding = pca_embedding(chunk, value_transform=value_transform, seed=seed) if n >= 4 else None
+        assignment = seacells_assignments(chunk, k, value_transform=value_transform, seed=seed, embedding=embedding)
+        X, obs = aggregate(chunk, assignment, counts=counts)
+        if embedding is not None:
+            obs["compactness"], obs["separation"] = quality(embedding.obsm["X_pca"], assignment)
+        else:
+            obs["compactness"], obs["separation"] = np.float32(np.nan), np.float32(np.nan)
+        prefix = f"{sample_key}:p{c}" if len(chunks) > 1 else sample_key
+        obs.insert(0, "cell_id", [f"{prefix}:mc{m:04d}" for m in range(len(obs))])
+        blocks.append(X)
+        tables.append(obs)
+    return sp.vstack(blocks).tocsr(), pd.concat(tables, ignore_index=True)
+
+
+#: Largest partition SEACells runs on whole (cells); bigger ones are split (:func:`split_partition`).
+MAX_CELLS_PER_PARTITION = 10_000
+
+
 def make_metacells(adata: ad.AnnData, *, cells_per_metacell: int = 5, min_cells_per_partition: int = 10,
-                   seed: int = 0, progress=None) -> tuple[sp.csr_matrix, pd.DataFrame]:
-    """Meta-cells of a whole ingested dataset, partition by partition.
+                   max_cells_per_partition: int = MAX_CELLS_PER_PARTITION, seed: int = 0,
+                   progress=None) -> tuple[sp.csr_matrix, pd.DataFrame]:
+    """Meta-cells of a whole ingested dataset, partition by partition (in this process; the
+    distributed build runs :func:`metacells_of_partition` per partition on Dask workers).
 
     Parameters
     ----------
@@ -135,6 +241,8 @@ def make_metacells(adata: ad.AnnData, *, cells_per_metacell: int = 5, min_cells_
         ``max(1, round(n / cells_per_metacell))`` meta-cells.
     min_cells_per_partition
         Partitions with fewer cells become one meta-cell (SEACells needs a kNN graph).
+    max_cells_per_partition
+        Partitions with more cells are split first (SEACells memory grows with n²).
 
     Returns
     -------
@@ -148,15 +256,14 @@ def make_metacells(adata: ad.AnnData, *, cells_per_metacell: int = 5, min_cells_
     if cells_per_metacell < 1:
         raise ValueError(f"cells_per_metacell must be >= 1, got {cells_per_metacell}")
     counts = bool(adata.uns["omnicelltosg"]["values_are_counts"])
+    transform = adata.uns["omnicelltosg"].get("value_transform", "counts" if counts else "log")
     blocks, tables = [], []
     parts = partitions(adata)
     for key, idx in (progress(parts.items(), total=len(parts)) if progress else parts.items()):
-        part = adata[idx]
-        n = len(idx)
-        k = 1 if n < min_cells_per_partition else max(1, round(n / cells_per_metacell))
-        assignment = seacells_assignments(part, k, counts=counts, seed=seed)
-        X, obs = aggregate(part, assignment, counts=counts)
-        obs.insert(0, "cell_id", [f"{key[2]}:mc{m:04d}" for m in range(len(obs))])
+        X, obs = metacells_of_partition(adata[idx], key[2], cells_per_metacell=cells_per_metacell,
+                                        min_cells_per_partition=min_cells_per_partition,
+                                        max_cells_per_partition=max_cells_per_partition,
+                                        value_transform=transform, seed=seed)
         blocks.append(X)
         tables.append(obs)
     return sp.vstack(blocks).tocsr(), pd.concat(tables, ignore_index=True)

@@ -21,7 +21,8 @@ from tqdm.auto import tqdm
 from . import harmonize
 from .ingest import read_dataset
 from .knowledge import build_entity_graph, load_gene_table, read_table
-from .metacells import make_metacells
+from .distributed import metacells_distributed
+from .metacells import MAX_CELLS_PER_PARTITION, make_metacells
 from .schema import embedding_schema
 from .writer import cell_configs, write_dataset
 
@@ -138,7 +139,8 @@ def _sequence_embeddings(entities: pd.DataFrame, data_dir: Path, model: str, cac
 
 def build_dataset(recipe_path: Path, data_dir: Path, out: Path, *, cells_per_metacell: int | None = None,
                   overwrite: bool = False, cache_dir: Path | None = None, seed: int = 0,
-                  progress: bool = True) -> dict:
+                  progress: bool = True, scheduler: str | None = None, n_workers: int | None = None,
+                  memory_limit: str | int | None = None, on_submitted=None) -> dict:
     """Build the dataset folder ``out`` from a recipe.
 
     Parameters
@@ -152,7 +154,13 @@ def build_dataset(recipe_path: Path, data_dir: Path, out: Path, *, cells_per_met
     cells_per_metacell
         Overrides the recipe's ``metacells.cells_per_metacell`` and every per-dataset value.
     cache_dir
-        Where text embeddings are cached between builds (default ``<out>/../.cache``).
+        Where text embeddings, trained CellTypist models and (distributed builds) partition files
+        and results are cached between builds (default ``<out>/../.cache``).
+    scheduler, n_workers, memory_limit
+        ``None`` computes meta-cells in this process; ``"local"`` on an embedded Dask
+        ``LocalCluster`` of ``n_workers`` workers with ``memory_limit`` each (sized from the machine
+        by default); ``"tcp://HOST:PORT"`` on an existing Dask cluster that sees ``cache_dir``
+        (:mod:`dataset_script.distributed`). The dataset is the same either way.
 
     Returns
     -------
@@ -174,7 +182,9 @@ def build_dataset(recipe_path: Path, data_dir: Path, out: Path, *, cells_per_met
         raise FileNotFoundError(f"Input file(s) named by the recipe not found: {missing}")
 
     genes = load_gene_table(data_dir / "knowledge")
-    adatas = [read_dataset(entry, data_dir, genes) for entry in tqdm(recipe["datasets"], desc="ingest", disable=not progress)]
+    cache_dir = cache_dir or Path(out).parent / ".cache"
+    adatas = [read_dataset(entry, data_dir, genes, cache_dir=cache_dir)
+              for entry in tqdm(recipe["datasets"], desc="ingest", disable=not progress)]
     universe_mode = knowledge_cfg.get("gene_universe", "measured")
     if universe_mode not in ("measured", "all"):
         raise ValueError(f"knowledge.gene_universe {universe_mode!r} not supported; accepted: ['measured', 'all']")
@@ -187,15 +197,22 @@ def build_dataset(recipe_path: Path, data_dir: Path, out: Path, *, cells_per_met
                                min_ppi_score=float(knowledge_cfg.get("min_ppi_score", 0.9)))
     n_tx = graph.n_transcripts
 
-    cell_tables, panels, reports = [], [], {}
+    cell_tables, panels, reports, review = [], [], {}, {}
     for entry, adata in zip(recipe["datasets"], adatas):
         info = adata.uns["omnicelltosg"]
         counts = bool(info["values_are_counts"])
         entry_cpm = int(cells_per_metacell or entry.get("cells_per_metacell", cpm))
-        X, obs = make_metacells(adata, cells_per_metacell=entry_cpm,
-                                min_cells_per_partition=int(mc_cfg.get("min_cells_per_partition", 10)), seed=seed,
-                                progress=(lambda it, total: tqdm(it, total=total, desc=f"meta-cells {info['dataset_id']}",
-                                                                 disable=not progress)))
+        mc_kwargs = {"cells_per_metacell": entry_cpm,
+                     "min_cells_per_partition": int(mc_cfg.get("min_cells_per_partition", 10)),
+                     "max_cells_per_partition": int(mc_cfg.get("max_cells_per_partition", MAX_CELLS_PER_PARTITION)),
+                     "seed": seed}
+        if scheduler is None:
+            X, obs = make_metacells(adata, **mc_kwargs, progress=(
+                lambda it, total: tqdm(it, total=total, desc=f"meta-cells {info['dataset_id']}", disable=not progress)))
+        else:
+            X, obs, _ = metacells_distributed(adata, Path(cache_dir) / "partitions", **mc_kwargs, scheduler=scheduler,
+                                              n_workers=n_workers, memory_limit=memory_limit, progress=progress,
+                                              on_submitted=on_submitted)
         T = _to_transcripts(X, adata.var["entrez_id"], graph.transcript_of_entrez, n_tx, counts)
         obs["library_size"] = np.asarray(X.sum(1)).ravel().astype(np.float32)
         obs["values_are_counts"] = counts
@@ -203,15 +220,21 @@ def build_dataset(recipe_path: Path, data_dir: Path, out: Path, *, cells_per_met
         obs["expression_indices"] = [T.indices[T.indptr[i]:T.indptr[i + 1]].astype(np.int32) for i in range(T.shape[0])]
         obs["expression_values"] = [T.data[T.indptr[i]:T.indptr[i + 1]].astype(np.float32) for i in range(T.shape[0])]
         cell_tables.append(obs)
+        for name, table in adata.uns.get("omnicelltosg_tables", {}).items():
+            review[f"{info['dataset_id']}/{name}"] = table
         measured_idx = sorted({graph.transcript_of_entrez[e] for e in adata.var["entrez_id"] if e})
         panels.append({"dataset_id": info["dataset_id"], "values_are_counts": counts,
                        "value_transform": info["value_transform"], "n_genes_input": adata.n_vars,
                        "n_genes_mapped": len(measured_idx), "measured_indices": np.asarray(measured_idx, np.int32)})
+        needs_review = {name: int(t["needs_review"].sum()) for name, t in adata.uns.get("omnicelltosg_tables", {}).items()
+                        if "needs_review" in t}
         reports[info["dataset_id"]] = {**info["gene_mapping"], "n_cells": adata.n_obs, "n_metacells": len(obs),
+                                       "schema": info.get("schema", "free_text"), "input": info.get("input", {}),
+                                       "needs_review": needs_review,
                                        "cells_per_metacell": entry_cpm,
-                                       "values_are_counts": counts, "mean_purity": float(obs["purity"].mean())}
+                                       "values_are_counts": counts, "value_transform": info["value_transform"],
+                                       "matrix": info.get("matrix", "X"), "mean_purity": float(obs["purity"].mean())}
     cells = pd.concat(cell_tables, ignore_index=True)
-    cache_dir = cache_dir or Path(out).parent / ".cache"
     embeddings, encoders = _text_embeddings(graph.entities, cache_dir, progress)
     sequence_model = knowledge_cfg.get("sequence_model", "unirep64")
     seq = _sequence_embeddings(graph.entities, data_dir, sequence_model, cache_dir, progress)
@@ -235,7 +258,8 @@ def build_dataset(recipe_path: Path, data_dir: Path, out: Path, *, cells_per_met
     }
     card = dataset_card(info, cells)
     write_dataset(out, cells=cells, entities=graph.entities, edges=graph.edges, embeddings=embeddings,
-                  gene_panels=pd.DataFrame(panels), card=card, configs=configs, build_info=info, overwrite=overwrite)
+                  gene_panels=pd.DataFrame(panels), card=card, configs=configs, build_info=info, overwrite=overwrite,
+                  reports=review)
     return info
 
 
@@ -266,14 +290,17 @@ def dataset_card(info: dict, cells: pd.DataFrame) -> str:
         f"- {info['n_metacells']:,} meta-cells (target cells per meta-cell per dataset below)",
         f"- text priors: {info['encoders']['name']}",
         f"- protein-sequence prior: {info['encoders'].get('sequence', 'none')}", "",
-        "| dataset | cells | cells/meta-cell | meta-cells | genes in | mapped (symbol/alias/Ensembl) | unmapped | counts? | mean purity |",
+        "| dataset | cells | cells/meta-cell | meta-cells | genes in | mapped (symbol/alias/Ensembl) | unmapped | values (matrix) | mean purity |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for d, r in info["datasets"].items():
         lines.append(f"| {d} | {r['n_cells']:,} | {r['cells_per_metacell']} | {r['n_metacells']:,} | {r['n_input']:,} | "
                      f"{r['by_symbol']}/{r['by_alias']}/{r['by_ensembl']} | {r['unmapped']} | "
-                     f"{r['values_are_counts']} | {r['mean_purity']:.3f} |")
-    lines += ["", "## Configs", ""] + [f"- `{c}`" for c in info["configs"]]
+                     f"{r.get('value_transform', 'counts' if r['values_are_counts'] else 'log')} ({r.get('matrix', 'X')}) | "
+                     f"{r['mean_purity']:.3f} |")
+    lines += ["", "Values: `counts` raw counts (summed per meta-cell); `log` log-normalised input and `linear` "
+              "TPM/CPM-like input (both averaged per meta-cell, `values_are_counts = False`).", "",
+              "## Configs", ""] + [f"- `{c}`" for c in info["configs"]]
     lines += ["", "## Meta-cells per tissue and disease", "",
               cells.groupby(["tissue_general", "disease", "condition"]).size().rename("meta-cells")
               .reset_index().to_markdown(index=False)]

@@ -12,16 +12,17 @@ import pyarrow as pa
 #: Obs columns that every ingested AnnData carries after :func:`dataset_script.ingest.read_dataset`.
 OBS_COLUMNS = (
     "dataset_id", "source", "donor_id", "sample_id", "tissue_general", "tissue",
-    "tissue_ontology_id", "disease", "disease_ontology_id", "condition", "cell_type",
-    "cell_type_ontology_id", "cell_type_original", "sex", "age_years",
+    "tissue_ontology_id", "disease", "disease_ontology_id", "disease_category", "condition", "cell_type",
+    "cell_type_ontology_id", "cell_type_original", "cell_type_source", "cell_type_confidence", "sex", "age_years",
     "development_stage_category", "birth_phase", "assay", "suspension_type",
 )
 
 #: Columns a recipe may map from a file's obs (everything else comes from constants or ontologies).
-MAPPABLE_COLUMNS = ("donor_id", "sample_id", "condition", "cell_type", "sex", "age")
+MAPPABLE_COLUMNS = ("donor_id", "sample_id", "condition", "cell_type", "sex", "age", "development_stage",
+                    "tissue", "disease", "assay", "suspension_type")
 
 #: Columns a recipe may set as constants for a whole file.
-CONSTANT_COLUMNS = ("tissue", "disease", "condition", "assay", "suspension_type", "sex", "age")
+CONSTANT_COLUMNS = ("tissue", "disease", "condition", "assay", "suspension_type", "sex", "age", "development_stage")
 
 #: Metadata that defines a meta-cell partition: meta-cells never mix these (ARCHITECTURE.md §3).
 PARTITION_KEYS = ("dataset_id", "donor_id", "sample_id", "condition")
@@ -30,6 +31,17 @@ PARTITION_KEYS = ("dataset_id", "donor_id", "sample_id", "condition")
 VOTED_COLUMNS = ("cell_type", "cell_type_ontology_id", "cell_type_original")
 
 SEX_VALUES = ("female", "male", "unknown")
+
+#: Largest value a log-scale expression matrix can hold: log2(1e6 + 1) ≈ 19.93 (TPM on a log2 scale;
+#: log1p of counts per 10k stays below 9.3). Non-count values above it are on a LINEAR scale (TPM,
+#: FPKM, TPM/10 …): the Tirosh 2016 file, described as "log2(TPM/10+1)-like", holds values up to
+#: 34,215 with rows summing to ~1e5, i.e. TPM/10.
+LOG_SCALE_MAX = 20.0
+
+#: What the values of an input matrix are (``gene_panels.value_transform`` and the mapping report):
+#: ``counts`` raw integer counts; ``log`` already log-transformed (e.g. log1p of CP10k, log2(TPM+1));
+#: ``linear`` normalised but not logged (TPM, CPM, FPKM).
+VALUE_TRANSFORMS = ("counts", "log", "linear")
 
 #: Age groups of the development stage (HsapDv "… stage" terms, CELLxGENE practice), with the
 #: lower bound of each in years. Prenatal stages are their own category, never "newborn".
@@ -58,10 +70,13 @@ CELL_SCHEMA = pa.schema([
     ("tissue_ontology_id", pa.string()),
     ("disease", pa.string()),
     ("disease_ontology_id", pa.string()),
+    ("disease_category", pa.string()),
     ("condition", pa.string()),
     ("cell_type", pa.string()),
     ("cell_type_ontology_id", pa.string()),
     ("cell_type_original", pa.string()),
+    ("cell_type_source", pa.string()),          # author | cellxgene | celltypist:<model>
+    ("cell_type_confidence", pa.float32()),     # CellTypist probability (mean over the meta-cell's majority-type cells); NaN for author labels
     ("sex", pa.string()),
     ("age_years", pa.float32()),
     ("development_stage_category", pa.string()),
@@ -70,6 +85,8 @@ CELL_SCHEMA = pa.schema([
     ("suspension_type", pa.string()),
     ("n_cells", pa.int32()),
     ("purity", pa.float32()),
+    ("compactness", pa.float32()),   # mean PCA variance of the member cells (dataset_script.metacells.quality)
+    ("separation", pa.float32()),    # PCA distance to the nearest meta-cell of the partition
     ("library_size", pa.float32()),
     ("values_are_counts", pa.bool_()),
     ("is_pretrain", pa.bool_()),

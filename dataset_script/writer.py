@@ -7,6 +7,8 @@ Layout::
     data/cells/cells-00000.parquet …   one row per meta-cell, row groups sorted by tissue, disease
     data/entities.parquet   data/edges.parquet   data/embeddings.parquet   data/gene_panels.parquet
     build_info.json               recipe, versions, counts (for people and for resuming)
+    reports/<dataset_id>/*.tsv    reviewable tables: gene mapping, metadata harmonisation, disease
+                                  categories, development stages (one row per distinct input value)
 
 The folder is written under a temporary name next to ``out`` and renamed into place only when
 complete, so a failed build never leaves a half-written dataset.
@@ -83,7 +85,7 @@ def _write_table(df: pd.DataFrame, schema: pa.Schema, path: Path, row_group_size
 
 def write_dataset(out: Path, *, cells: pd.DataFrame, entities: pd.DataFrame, edges: pd.DataFrame,
                   embeddings: pa.Table, gene_panels: pd.DataFrame, card: str, configs: list[dict],
-                  build_info: dict, overwrite: bool = False) -> Path:
+                  build_info: dict, overwrite: bool = False, reports: dict[str, pd.DataFrame] | None = None) -> Path:
     """Write all tables and the card to ``out`` atomically.
 
     Parameters
@@ -95,6 +97,8 @@ def write_dataset(out: Path, *, cells: pd.DataFrame, entities: pd.DataFrame, edg
         Arrow table with the :func:`dataset_script.schema.embedding_schema` columns.
     card
         Markdown body of README.md (the YAML header is generated from ``configs``).
+    reports
+        ``{"<dataset_id>/<table>": DataFrame}`` written as ``reports/<dataset_id>/<table>.tsv``.
 
     Raises
     ------
@@ -119,6 +123,10 @@ def write_dataset(out: Path, *, cells: pd.DataFrame, entities: pd.DataFrame, edg
                                 sort_keys=False)
         (tmp / "README.md").write_text(f"---\n{header}---\n\n{card}")
         (tmp / "build_info.json").write_text(json.dumps(build_info, indent=2, default=str))
+        for name, table in (reports or {}).items():
+            target = tmp / "reports" / f"{name}.tsv"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            table.to_csv(target, sep="\t", index=False)
         if out.exists():
             old = out.with_name(f".{out.name}.old")
             shutil.rmtree(old, ignore_errors=True)

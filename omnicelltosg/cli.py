@@ -22,6 +22,10 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--out", type=Path, default=Path("runs/dataset"), help="dataset folder to write")
     b.add_argument("--cells-per-metacell", type=int, default=None, help="override the recipe's meta-cell size")
     b.add_argument("--overwrite", action="store_true", help="replace an existing dataset folder")
+    b.add_argument("--scheduler", help="run meta-cell partitions on Dask: 'local' (embedded LocalCluster) or "
+                                       "tcp://HOST:PORT (existing cluster); default: in this process")
+    b.add_argument("--workers", type=int, help="LocalCluster workers (default: one per 2 cores)")
+    b.add_argument("--memory-limit", help="LocalCluster memory per worker, e.g. 8GiB (default: machine memory / workers)")
     d = sub.add_parser("demo", help="build → pretrain → fine-tune → signaling → report, on real data")
     d.add_argument("--data", type=Path, default=Path("../shared/data"), help="shared data folder")
     d.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder (report.md, metrics.json)")
@@ -48,6 +52,11 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--epochs", type=int, help="fine-tuning epochs of the graph models")
     e.add_argument("--lr-grid", type=float, nargs="+", help="learning rates tried for graph models (chosen on validation)")
     e.add_argument("--pretrain-steps", type=int, help="pretraining steps per split")
+    a = sub.add_parser("annotate", help="CellTypist cell-type calls for the unlabelled datasets of a recipe "
+                                        "(tables, confidence figure, summary)")
+    a.add_argument("--recipe", type=Path, required=True, help="YAML recipe whose datasets have cell_type_annotation")
+    a.add_argument("--data", type=Path, default=Path("../shared/data"), help="shared data folder")
+    a.add_argument("--out", type=Path, default=Path("runs/annotate"))
     g = sub.add_parser("signaling", help="key proteins and interactions behind a condition: attention, statistics, "
                                          "network, GO enrichment, attention-free control")
     g.add_argument("--dataset", type=Path, required=True, help="dataset folder (omnicelltosg build output)")
@@ -115,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
             from dataset_script.pipeline import build_dataset
 
             info = build_dataset(args.recipe, args.data, args.out, cells_per_metacell=args.cells_per_metacell,
-                                 overwrite=args.overwrite)
+                                 overwrite=args.overwrite, scheduler=args.scheduler, n_workers=args.workers,
+                                 memory_limit=args.memory_limit)
             print(f"wrote {args.out}: {info['n_metacells']} meta-cells, configs {info['configs']}")
         elif args.command == "demo":
             from .demo import run_demo
@@ -132,6 +142,14 @@ def main(argv: list[str] | None = None) -> int:
                   f"{summary['uniform_control']['core_nodes']}), Jaccard {summary['comparison']['core_jaccard']:.2f}")
         elif args.command == "evaluate":
             _evaluate(args)
+        elif args.command == "annotate":
+            from dataset_script.annotate import annotate_recipe
+
+            summary = annotate_recipe(args.recipe, args.data, args.out)
+            for name, s in summary.items():
+                print(f"{name}: {s['n_cells']} cells, {s['low_confidence_fraction']:.1%} low-confidence, "
+                      f"labels {s['labels']}")
+            print(f"{args.out / 'summary.md'}")
         elif args.command == "pretrain-sweep":
             from .pretrain_sweep import run_sweep
 

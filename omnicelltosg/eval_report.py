@@ -199,7 +199,7 @@ def write_evaluation_report(spec, settings: dict, cohorts: dict, results: pd.Dat
         lines.append(f"| {name} | {_pm(r['macro_f1_mean'], r['macro_f1_sd'])} | {_pm(r['accuracy_mean'], r['accuracy_sd'])} | "
                      f"{_pm(r['balanced_accuracy_mean'], r['balanced_accuracy_sd'])} | {_pm(r['auroc_mean'], r['auroc_sd'])} | "
                      f"{_pm(r['val_macro_f1_mean'], r['val_macro_f1_sd'])} | {int(r['n_runs'])} |")
-    if comparison:
+    if comparison.get("best_other"):
         t, b = comparison["paired_t_test"], comparison.get("bootstrap") or {}
         verdict = ("CellTOSG-FM has the highest mean test macro-F1." if comparison["fm_wins"] else
                    f"**CellTOSG-FM does not win**: `{comparison['best_other']}` has a higher mean test macro-F1 "
@@ -216,6 +216,22 @@ def write_evaluation_report(spec, settings: dict, cohorts: dict, results: pd.Dat
                          f"{b['mean_difference']:+.3f}, {int(b['level'] * 100)}% CI [{b['ci_low']:+.3f}, {b['ci_high']:+.3f}], "
                          f"p ≈ {b['p_two_sided']:.3g}")
         lines.append("- ranking (mean test macro-F1): " + ", ".join(f"{m} {v:.3f}" for m, v in comparison["ranking"]))
+    chance = comparison.get("above_chance") or {}
+    if chance:
+        k = len(next(iter(cohorts.values())).label_names)
+        lines += ["", "## Above chance?", "",
+                  f"Test balanced accuracy per model against chance (1/{k} = {1 / k:.3f}); one-sided one-sample "
+                  "t-test over runs (runs sharing a split are not independent: a screen, not a calibrated test). "
+                  "Flag = mean more than 0.1 above chance and p < 0.05.", ""]
+        if not spec.genes_support_task:
+            flagged = [m for m, c in chance.items() if c["flag"] and m != "majority_class"]
+            lines.append("**The measured genes cannot support this task.** " + (
+                f"Flagged models {flagged} are SUSPECTED LEAKS, not results." if flagged else
+                "No model is flagged: the scores are at chance, as the input predicts (no leak found)."))
+            lines.append("")
+        lines += ["| model | mean balanced accuracy | chance | p (greater) | flag |", "|---|---|---|---|---|"]
+        for m, c in sorted(chance.items(), key=lambda kv: -kv[1]["mean"]):
+            lines.append(f"| {m} | {c['mean']:.3f} | {c['chance']:.3f} | {c['p_value']:.3g} | {'**yes**' if c['flag'] else 'no'} |")
     per_class = [c for c in results.columns if c.startswith("f1[")]
     if per_class:
         lines += ["", "## Per-class F1 (test, mean over runs)", "", "| model | " + " | ".join(c[3:-1] for c in per_class) + " |",

@@ -37,7 +37,7 @@ import pandas as pd
 import torch
 
 from .baselines import EXPRESSION_BASELINES, ModelRun
-from .metrics import bootstrap_difference, classification_metrics, paired_test
+from .metrics import above_chance, bootstrap_difference, classification_metrics, paired_test
 
 GRAPH_MODELS = {
     "celltosg_fm": {"layer_type": "gat", "prior_source": "text", "pretrained": True},
@@ -75,6 +75,9 @@ class EvaluationSpec:
         models: subset of :data:`ALL_MODELS` (default: all).
         cohort_kwargs: further ``load_cohort`` arguments shared by all variants (``sample_size``, ``match`` …).
         note: free text carried into the report (e.g. why a split is at the meta-cell level).
+        genes_support_task: False for a task the measured genes cannot support (e.g. sex on a panel
+            without X/Y-linked genes): any model flagged above chance is then reported as a suspected
+            leak (:func:`omnicelltosg.metrics.above_chance`).
     """
 
     name: str
@@ -85,6 +88,7 @@ class EvaluationSpec:
     models: list[str] = field(default_factory=lambda: list(ALL_MODELS))
     cohort_kwargs: dict = field(default_factory=dict)
     note: str = ""
+    genes_support_task: bool = True
 
     def validate(self) -> None:
         """Raise ``ValueError`` for unknown models or an empty run plan."""
@@ -110,14 +114,40 @@ PRESETS = {
         note="Train on one Kang donor, test on the other, both directions."),
     "onek1k_cell_type": EvaluationSpec(
         "onek1k_cell_type", {"dataset_id": "onek1k_scdesignpop"}, "cell_type",
-        split_variants=[{"seed": 0}, {"seed": 1}], cohort_kwargs={"sample_size": 400},
-        note="40 donors: donor-level splits with two split seeds; 400 meta-cells sampled per class-stratified "
-             "quota (CPU budget), the split still by donor."),
+        split_variants=[{"seed": 0}], cohort_kwargs={"sample_size": 400},
+        note="40 donors: one donor-level split (split seed 0; more split seeds fit the 2-core CI-class budget "
+             "only with fewer model seeds), 3 model seeds; 400 meta-cells sampled per class-stratified quota, "
+             "the split still by donor."),
     "oligodendroglioma_malignant": EvaluationSpec(
         "oligodendroglioma_malignant", {"dataset_id": "tirosh2016_oligodendroglioma"}, "condition",
         split_variants=[{"seed": 0, "validation_by": "meta-cell"}, {"seed": 1, "validation_by": "meta-cell"}],
         note="Malignant vs non-malignant; donor = patient. Five patients: the test split holds whole patients, "
              "validation meta-cells come from the training patients (flagged)."),
+    # OneK1K's 1,000-gene panel holds no X- or Y-linked gene (checked against org.Hs.eg.db chromosomes in
+    # tests/test_evaluate.py): sex is a donor property the input cannot support, so donor-level splits should
+    # give chance and anything far above it is a leak to find.
+    "onek1k_sex": EvaluationSpec(
+        "onek1k_sex", {"dataset_id": "onek1k_scdesignpop"}, "sex",
+        split_variants=[{"seed": 0}], cohort_kwargs={"sample_size": 400},
+        genes_support_task=False,
+        note="Sex on OneK1K with donor-level splits. The gene panel has no X- or Y-linked gene (no XIST, "
+             "no RPS4Y1 …), so the input cannot support this task: chance is the expected result and a model "
+             "far above chance is a suspected leak (see 'Above chance?')."),
+    # The same task split at the meta-cell level, for expression baselines only: the leak the donor-level
+    # split prevents (a donor's meta-cells on both sides carry its sex through donor-specific expression).
+    "onek1k_sex_metacell_split": EvaluationSpec(
+        "onek1k_sex_metacell_split", {"dataset_id": "onek1k_scdesignpop"}, "sex",
+        split_variants=[{"seed": 0, "split_by": "meta-cell"}],
+        cohort_kwargs={"sample_size": 400}, models=["mlp", "logistic_regression", "majority_class"],
+        genes_support_task=False,
+        note="LEAK DEMONSTRATION, not a result: meta-cells of the same donor on both sides of the split. "
+             "Compare with onek1k_sex (donor-level)."),
+    # Built by build/pbmc68k.yaml (single-cell rows; the file has no donors).
+    "pbmc68k_cell_type": EvaluationSpec(
+        "pbmc68k_cell_type", {"dataset_id": "pbmc68k_reduced"}, "cell_type",
+        split_variants=[{"seed": 0, "split_by": "meta-cell"}, {"seed": 1, "split_by": "meta-cell"}],
+        note="pbmc68k_reduced has NO donor information: stratified CELL-level splits (one cell per row). "
+             "Test cells share donors with training cells, so scores are not donor-independent."),
 }
 
 
@@ -233,7 +263,13 @@ def run_evaluation(dataset: str | Path, spec: EvaluationSpec, out: str | Path, *
                 model, v, seed, what = key.split("|")
                 predictions.setdefault((model, int(v), int(seed)), {})[what] = z[key]
     rows = done.to_dict("records")
-    cohorts, curves, umap_inputs, heatmap = {}, {}, None, None
+    cohorts, umap_inputs, heatmap = {}, None, None
+    curves_path = out / "curves.json"  # kept across resumes so the curves figure can be redrawn
+    curves = {}
+    if curves_path.exists():
+        for key, c in json.loads(curves_path.read_text()).items():
+            name, v = key.rsplit("|", 1)
+            curves[(name, int(v))] = c
     inputs = {}  # variant → dense inputs, built once and shared by that variant's seeds
     for v, variant, seed in _runs_plan(spec):
         if v not in cohorts:
@@ -264,6 +300,8 @@ def run_evaluation(dataset: str | Path, spec: EvaluationSpec, out: str | Path, *
                     heatmap = plot_embedding_heatmap(model, x, m, graph, cohort, out / "embedding_heatmap.png",
                                                      label_column=spec.label_column)
                     model.save_pretrained(out / "checkpoints" / "celltosg_fm_finetuned")
+                    (out / "checkpoints" / "celltosg_fm_finetuned" / "evaluation_run.json").write_text(
+                        json.dumps({"variant": v, "seed": seed, "split": variant}))
             else:
                 run = EXPRESSION_BASELINES[name](xe, yn, cohort.splits, num_classes=len(cohort.label_names), seed=seed,
                                                  **({"epochs": settings["mlp_epochs"]} if name == "mlp" else {}))
@@ -279,12 +317,22 @@ def run_evaluation(dataset: str | Path, spec: EvaluationSpec, out: str | Path, *
             predictions[(name, v, seed)] = {"truth": truth, "pred": run.test_pred, "proba": run.test_proba}
             if run.curves and (name, v) not in curves:
                 curves[(name, v)] = run.curves
+                tmp = curves_path.with_name(".curves.json.tmp")
+                tmp.write_text(json.dumps({f"{k[0]}|{k[1]}": c for k, c in curves.items()}, default=float))
+                tmp.replace(curves_path)
             _atomic_csv(pd.DataFrame(rows), results_path)
             _save_predictions(predictions, pred_path)
 
     results = pd.DataFrame(rows)
     summary = summarize(results)
+    chance = {m: above_chance(g["balanced_accuracy"].to_numpy(), len(cohorts[0].label_names))
+              for m, g in results.groupby("model")}
+    summary["above_chance_flag"] = summary["model"].map(lambda m: chance[m]["flag"])
+    summary["test_level"] = summary["model"].map(results.groupby("model")["test_level"]
+                                                 .agg(lambda t: "/".join(sorted(set(t)))))
     comparison = compare_with_best(results, predictions)
+    comparison["above_chance"] = chance
+    comparison["test_level"] = "/".join(sorted(set(results["test_level"])))
     _atomic_csv(summary, out / "summary.csv")
     (out / "comparison.json").write_text(json.dumps(comparison, indent=2))
     label_names = cohorts[0].label_names
@@ -292,8 +340,12 @@ def run_evaluation(dataset: str | Path, spec: EvaluationSpec, out: str | Path, *
                "curves": plot_training_curves(curves, out / "curves.png", title=spec.name)}
     if umap_inputs is not None:
         figures["umap"] = plot_umaps(*umap_inputs, out / "umap.png", label_column=spec.label_column)
+    elif (out / "umap.png").exists():  # resumed with the FM already trained: keep the earlier figure
+        figures["umap"] = out / "umap.png"
     if heatmap is not None:
         figures["embedding_heatmap"] = heatmap
+    elif (out / "embedding_heatmap.png").exists():
+        figures["embedding_heatmap"] = out / "embedding_heatmap.png"
     write_evaluation_report(spec, settings, cohorts, results, summary, comparison, figures, dataset, out / "report.md")
     _update_model_card(out / "checkpoints" / "celltosg_fm_finetuned", spec, summary, comparison, dataset)
     return {"results": results, "summary": summary, "comparison": comparison, "figures": figures, "cohorts": cohorts}
@@ -309,16 +361,18 @@ def _update_model_card(checkpoint: Path, spec: EvaluationSpec, summary: pd.DataF
     if not (checkpoint / "config.json").exists() or FM not in set(summary["model"]):
         return
     info = json.loads((dataset / "build_info.json").read_text())
+    run_file = checkpoint / "evaluation_run.json"
+    run = json.loads(run_file.read_text()) if run_file.exists() else {"variant": "?", "seed": "?"}
     row = summary.set_index("model").loc[FM]
     metrics = {f"test {k} (mean ± sd, {int(row['n_runs'])} runs)": f"{row[k + '_mean']:.3f} ± {row[k + '_sd']:.3f}"
                for k in ("macro_f1", "accuracy", "balanced_accuracy", "auroc")}
-    if comparison:
+    if comparison.get("best_other"):
         metrics[f"best other model ({comparison['best_other']}) test macro-F1"] = comparison["best_other_macro_f1_mean"]
     write_model_card(checkpoint, name=f"fine-tuned: {spec.name}", config=CellTOSGConfig.from_pretrained(checkpoint),
                      dataset={"entity_version": info["entity_version"], "n_transcripts": info["n_transcripts"],
                               "n_proteins": info["n_proteins"], "n_ppi_edges": info["n_ppi_edges"]},
                      training_data=f"`{json.dumps(spec.conditions)}` → `{spec.label_column}`; split variants "
-                                   f"{spec.split_variants}; this checkpoint: split 0, seed {spec.seeds[0]}",
+                                   f"{spec.split_variants}; this checkpoint: split {run['variant']}, seed {run['seed']}",
                      metrics=metrics)
 
 

@@ -95,4 +95,28 @@ def paired_test(a: np.ndarray, b: np.ndarray) -> dict:
             "statistic": float(res.statistic), "p_value": float(res.pvalue)}
 
 
-__all__ = ["classification_metrics", "bootstrap_difference", "paired_test"]
+def above_chance(balanced_accuracy: np.ndarray, n_classes: int, *, margin: float = 0.1, alpha: float = 0.05) -> dict:
+    """Is a model above chance on a task? One-sided one-sample t-test (scipy.stats.ttest_1samp,
+    ``alternative="greater"``) of the per-run test balanced accuracy against chance, ``1 / n_classes``.
+
+    ``flag`` is True when the mean exceeds chance by more than ``margin`` AND p < ``alpha``. Runs that
+    share a split are not independent, so this is a screen, not a calibrated test: on a task the input
+    genes cannot support (e.g. sex without X/Y-linked genes) a flag means a leak to look for.
+
+    Raises:
+        ValueError: if ``n_classes`` < 2.
+    """
+    if n_classes < 2:
+        raise ValueError(f"above_chance needs at least 2 classes, got {n_classes}")
+    x = np.asarray(balanced_accuracy, dtype=float)
+    chance = 1.0 / n_classes
+    if len(x) < 2 or np.allclose(x, x[0]):
+        p = float("nan") if len(x) < 2 else (0.0 if x[0] > chance else 1.0)
+    else:
+        p = float(stats.ttest_1samp(x, chance, alternative="greater").pvalue)
+    mean = float(x.mean()) if len(x) else float("nan")
+    return {"chance": chance, "mean": mean, "n": int(len(x)), "p_value": p,
+            "flag": bool(len(x) and mean > chance + margin and p < alpha)}
+
+
+__all__ = ["classification_metrics", "bootstrap_difference", "paired_test", "above_chance"]

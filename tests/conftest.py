@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,9 @@ import yaml
 # Nothing may reach a hub at run time: datasets / transformers work from local folders only.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+# A fresh datasets cache per test session: datasets keys a local folder's cache by its name and
+# config, so a build written to a reused path could otherwise be served from an older run's cache.
+os.environ["HF_DATASETS_CACHE"] = tempfile.mkdtemp(prefix="omnicelltosg-test-hf-datasets-")
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 RECIPE = Path(__file__).resolve().parents[1] / "build" / "demo.yaml"

@@ -12,7 +12,8 @@ import pytest
 import torch
 import yaml
 
-from dataset_script.ingest import read_dataset, values_are_counts
+from dataset_script import harmonize
+from dataset_script.ingest import detect_value_transform, read_dataset, values_are_counts
 from dataset_script.knowledge import load_gene_table
 from dataset_script.pipeline import build_dataset
 
@@ -117,6 +118,38 @@ def test_non_count_input_is_detected(data_dir):
     assert set(a.obs["condition"]) == {"malignant", "non-malignant"}
     assert set(a.obs["tissue_general"]) == {"brain"}
     assert values_are_counts(read_dataset(kang, data_dir, genes).X)
+    assert a.uns["omnicelltosg"]["value_transform"] == "linear"  # TPM/10: values up to ~34,000
+
+
+def test_value_transform_detection_hand_checked():
+    import scipy.sparse as sp
+
+    assert detect_value_transform(sp.csr_matrix(np.array([[0, 3, 1], [2, 0, 7]], dtype=np.float32))) == "counts"
+    logged = np.log1p(np.array([[0, 3, 1], [2, 0, 7]], dtype=np.float32))
+    assert detect_value_transform(sp.csr_matrix(logged)) == "log"
+    assert detect_value_transform(np.array([[0.0, 150.5, 20.25]])) == "linear"  # TPM-like, above LOG_SCALE_MAX
+    with pytest.raises(ValueError, match="use_raw"):
+        detect_value_transform(np.array([[-0.3, 1.2], [0.4, -1.1]]))
+
+
+def test_pbmc68k_reads_raw_log_values_without_donors(data_dir):
+    """pbmc68k_reduced: X is scaled (rejected), .raw is log-normalised; no donor column."""
+    from dataset_script.metacells import make_metacells
+
+    recipe = yaml.safe_load((RECIPE.parent / "pbmc68k.yaml").read_text())
+    entry = recipe["datasets"][0]
+    genes = load_gene_table(data_dir / "knowledge")
+    a = read_dataset(entry, data_dir, genes)
+    raw = ad.read_h5ad(data_dir / "scrna" / "pbmc68k_reduced_scanpy.h5ad").raw
+    assert a.uns["omnicelltosg"]["value_transform"] == "log" and a.uns["omnicelltosg"]["matrix"] == "raw"
+    assert a.n_vars == raw.n_vars and np.allclose(a.X.toarray(), raw.X.toarray() if hasattr(raw.X, "toarray") else raw.X)
+    assert set(a.obs["donor_id"]) == {"pbmc68k_reduced:unknown"}
+    assert a.obs["cell_type_ontology_id"].str.startswith("CL:").all() and a.obs["cell_type"].nunique() == 10
+    with pytest.raises(ValueError, match="negative values"):
+        read_dataset({k: v for k, v in entry.items() if k != "use_raw"}, data_dir, genes)
+    X, obs = make_metacells(a[:40].copy(), cells_per_metacell=1, min_cells_per_partition=10)
+    assert X.shape == (40, a.n_vars) and (obs["n_cells"] == 1).all()  # single-cell TOSGs
+    np.testing.assert_allclose(X.toarray(), a.X[:40].toarray())
 
 
 def _write_recipe(tmp_path, recipe):
@@ -166,12 +199,30 @@ def test_gene_table_with_duplicate_ids(tmp_path, data_dir):
         load_gene_table(knowledge)
 
 
-def test_unknown_cell_type_label_is_reported(tmp_path, data_dir):
+def test_cell_type_label_missing_from_the_map_is_fuzzy_matched_and_reported(data_dir):
     recipe = small_recipe()
-    del recipe["datasets"][0]["cell_type_map"]["B cells"]
-    with pytest.raises(ValueError, match=r"cell_type_map lacks 1 cell-type label\(s\) .*\['B cells'\]"):
-        build_dataset(_write_recipe(tmp_path, recipe), data_dir, tmp_path / "out", progress=False)
-    _assert_nothing_written(tmp_path)
+    entry = recipe["datasets"][0]
+    del entry["cell_type_map"]["B cells"]
+    a = read_dataset(entry, data_dir, load_gene_table(data_dir / "knowledge"))
+    table = a.uns["omnicelltosg_tables"]["harmonisation"].set_index("original")
+    assert table.loc["B cells", "method"] == "fuzzy" and table.loc["B cells", "label"] == "B cell"
+    assert harmonize.FUZZY_ACCEPT <= table.loc["B cells", "score"] < 100 and table.loc["B cells", "needs_review"]
+    assert set(a.obs.loc[a.obs["cell_type_original"] == "B cells", "cell_type_ontology_id"]) == {"CL:0000236"}
+
+
+def test_build_writes_reviewable_tables(built):
+    out, info, _ = built
+    for dataset_id in info["datasets"]:
+        folder = out / "reports" / dataset_id
+        harmonisation = pd.read_csv(folder / "harmonisation.tsv", sep="\t")
+        assert {"field", "original", "ontology_id", "method", "score", "needs_review"} <= set(harmonisation.columns)
+        genes = pd.read_csv(folder / "gene_mapping.tsv", sep="\t", keep_default_na=False)
+        report = info["datasets"][dataset_id]
+        assert len(genes) == report["n_input"] and (genes["how"] == "unmapped").sum() == report["unmapped"]
+    cells = _cells(out)
+    assert set(cells.loc[cells["disease"] == "systemic lupus erythematosus", "disease_category"]) == {
+        "systemic lupus erythematosus"}
+    assert set(cells.loc[cells["disease"] == "normal", "disease_category"]) == {"normal"}
 
 
 def test_cli_reports_bad_input_with_exit_status_2(tmp_path, data_dir, capsys):

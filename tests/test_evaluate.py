@@ -8,7 +8,7 @@ from scipy import stats
 from sklearn.metrics import f1_score
 
 from omnicelltosg.baselines import logistic_regression, majority_class, mlp
-from omnicelltosg.metrics import bootstrap_difference, classification_metrics, paired_test
+from omnicelltosg.metrics import above_chance, bootstrap_difference, classification_metrics, paired_test
 
 
 
@@ -121,3 +121,53 @@ def test_resume_refuses_other_settings(built, tmp_path):
     other = {**DEFAULT_SETTINGS, "lr_grid": [1e-2]}
     with pytest.raises(ValueError, match="settings"):
         run_evaluation(built[0], spec, tmp_path, settings=other, log=lambda *_: None)
+
+
+def test_above_chance_against_scipy():
+    x = np.array([0.52, 0.48, 0.55, 0.50])
+    res = above_chance(x, 2)
+    assert res["p_value"] == pytest.approx(stats.ttest_1samp(x, 0.5, alternative="greater").pvalue)
+    assert res["chance"] == 0.5 and not res["flag"]  # at chance
+    high = above_chance(np.array([0.81, 0.86, 0.79]), 2)
+    assert high["flag"] and high["p_value"] < 0.05
+    assert not above_chance(np.array([0.58, 0.59, 0.57]), 2)["flag"]  # significant but within the margin
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        above_chance(x, 1)
+
+
+def test_onek1k_panel_has_no_sex_linked_gene(data_dir):
+    """The premise of the onek1k_sex preset, checked independently against org.Hs.eg.db chromosomes."""
+    import anndata as ad
+
+    genes = pd.read_csv(data_dir / "knowledge" / "orgHsEgDb_3.16_gene_table.tsv.gz", sep="\t", dtype=str,
+                        usecols=["symbol", "chromosome", "ensembl_gene"]).dropna(subset=["ensembl_gene"])
+    genes = genes.assign(ensembl_gene=genes["ensembl_gene"].str.split(";")).explode("ensembl_gene")
+    panel = ad.read_h5ad(data_dir / "scrna" / "onek1k_pbmc_7811cells_40donors_scDesignPop.h5ad", backed="r").var_names
+    chrom = genes[genes["ensembl_gene"].isin(panel)]["chromosome"]
+    assert len(chrom) > 900  # the panel does resolve
+    assert not chrom.isin(["X", "Y"]).any()
+
+
+def test_sex_task_donor_level_with_leak_screen(built, tmp_path):
+    from omnicelltosg.evaluate import DEFAULT_SETTINGS, PRESETS, run_evaluation
+
+    settings = {**DEFAULT_SETTINGS, "mlp_epochs": 2}
+    outs = {}
+    for name in ("onek1k_sex", "onek1k_sex_metacell_split"):
+        spec = PRESETS[name]
+        spec = type(spec)(**{**spec.__dict__, "seeds": [0], "models": ["logistic_regression", "majority_class"],
+                             "cohort_kwargs": {"sample_size": 200}})
+        outs[name] = run_evaluation(built[0], spec, tmp_path / name, settings=settings, log=lambda *_: None)
+    donor = outs["onek1k_sex"]
+    for cohort in donor["cohorts"].values():  # sex is a donor property: no test donor trains
+        donors = np.asarray(cohort.cells["donor_id"])
+        assert set(donors[cohort.splits["test"]]).isdisjoint(donors[cohort.splits["train"]])
+    assert set(donor["summary"]["test_level"]) == {"donor"}
+    leak = outs["onek1k_sex_metacell_split"]
+    assert set(leak["summary"]["test_level"]) == {"meta-cell"} and leak["comparison"]["test_level"] == "meta-cell"
+    for name, res in outs.items():
+        report = (tmp_path / name / "report.md").read_text()
+        assert "## Above chance?" in report and "cannot support this task" in report
+        majority = res["comparison"]["above_chance"]["majority_class"]
+        assert majority["mean"] == pytest.approx(0.5) and not majority["flag"]
+    assert "not donor-independent" in (tmp_path / "onek1k_sex_metacell_split" / "report.md").read_text()

@@ -301,7 +301,9 @@ def test_trust_remote_code_loads_in_fresh_process_without_package(tmp_path):
     assert remote["cls"].startswith("transformers_modules") and remote["cls"].endswith("CellTOSGModel")
     with torch.no_grad():
         expected = model.celltosg(x, graph).last_hidden_state
-    torch.testing.assert_close(remote["out"], expected, rtol=0, atol=0)
+    # float32 tolerance, not bitwise: the fresh process may get another intra-op thread count, and a
+    # multi-threaded scatter (index_add_) then sums in another order (seen: 1.2e-6 under CPU load)
+    torch.testing.assert_close(remote["out"], expected, rtol=1e-4, atol=1e-5)
 
 
 def test_classifier_from_pretraining_checkpoint_reuses_encoder(tmp_path):

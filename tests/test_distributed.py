@@ -1,0 +1,92 @@
+"""Meta-cells per partition: splitting of large partitions, quality metrics, and the Dask build
+(2-worker LocalCluster equals the single-process build, also when a worker is killed mid-build)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from dataset_script.distributed import metacells_distributed
+from dataset_script.ingest import read_dataset
+from dataset_script.knowledge import load_gene_table
+from dataset_script.metacells import make_metacells, partitions, quality, split_partition
+
+from .conftest import RECIPE
+
+
+@pytest.fixture(scope="module")
+def kang(data_dir):
+    entry = next(d for d in yaml.safe_load(RECIPE.read_text())["datasets"] if d["dataset_id"].startswith("kang"))
+    return read_dataset(entry, data_dir, load_gene_table(data_dir / "knowledge"))
+
+
+def test_quality_hand_checked():
+    pcs = np.array([[0.0, 0.0], [2.0, 0.0], [10.0, 0.0], [10.0, 2.0]])
+    compact, separation = quality(pcs, np.array([0, 0, 1, 1]))
+    np.testing.assert_allclose(compact, [0.5, 0.5])  # variances (1, 0) and (0, 1), averaged over components
+    np.testing.assert_allclose(separation, [np.hypot(9, 1)] * 2, rtol=1e-6)  # centroids (1, 0) and (10, 1)
+    assert np.isnan(quality(pcs, np.zeros(4, dtype=int))[1][0])  # one meta-cell: no neighbour
+
+
+def test_large_partitions_are_split_reproducibly(kang):
+    idx = next(iter(partitions(kang).values()))
+    part = kang[idx]
+    chunks = split_partition(part, 100, value_transform="counts", seed=0)
+    assert all(len(c) <= 100 for c in chunks) and len(chunks) >= int(np.ceil(part.n_obs / 100))
+    assert np.array_equal(np.sort(np.concatenate(chunks)), np.arange(part.n_obs))  # every cell exactly once
+    again = split_partition(part, 100, value_transform="counts", seed=0)
+    assert all(np.array_equal(a, b) for a, b in zip(chunks, again))
+    assert split_partition(part, part.n_obs, value_transform="counts", seed=0)[0].size == part.n_obs
+    with pytest.raises(ValueError, match="max_cells_per_partition must be >= 2"):
+        split_partition(part, 1, value_transform="counts")
+    X, obs = make_metacells(part.copy(), cells_per_metacell=10, max_cells_per_partition=100, seed=0)
+    assert obs["cell_id"].str.contains(":p1:").any() and obs["n_cells"].sum() == part.n_obs
+    assert np.allclose(np.asarray(X.sum()), part.X.sum())  # counts conserved across the split
+    assert (obs["compactness"] >= 0).all() and (obs["separation"] > 0).all()
+
+
+def _assert_same(a, b):
+    (Xa, oa), (Xb, ob) = a, b
+    assert (Xa != Xb).nnz == 0
+    cols = [c for c in oa.columns if c not in ("compactness", "separation")]
+    pd.testing.assert_frame_equal(oa[cols].reset_index(drop=True), ob[cols].reset_index(drop=True), check_dtype=False)
+    np.testing.assert_allclose(oa["compactness"], ob["compactness"], rtol=1e-3, equal_nan=True)
+
+
+def test_two_worker_local_cluster_equals_single_process_even_when_a_worker_dies(kang, tmp_path):
+    kwargs = {"cells_per_metacell": 10, "min_cells_per_partition": 10, "max_cells_per_partition": 10_000, "seed": 0}
+    single = make_metacells(kang, **kwargs)
+    X, obs, summaries = metacells_distributed(kang, tmp_path / "a", **kwargs, scheduler="local", n_workers=2,
+                                              memory_limit="3GiB", progress=False)
+    _assert_same(single, (X, obs))
+    assert len({s["pid"] for s in summaries}) == 2 and os.getpid() not in {s["pid"] for s in summaries}
+
+    killed = {}
+
+    def kill_a_busy_worker(client):
+        deadline = time.time() + 120
+        while time.time() < deadline and not killed:
+            busy = [addr for addr, keys in client.processing().items() if keys]
+            done = list((tmp_path / "b").glob("*/*.result.npz"))
+            if busy and done:  # mid-build: one partition finished, another one running
+                pid = client.run(os.getpid, workers=[busy[0]])[busy[0]]
+                keys = [str(k) for k in client.processing()[busy[0]]]
+                os.kill(pid, signal.SIGKILL)
+                killed.update(pid=pid, tasks={k.removeprefix("metacells-") for k in keys})
+            time.sleep(0.05)
+
+    X2, obs2, summaries2 = metacells_distributed(kang, tmp_path / "b", **kwargs, scheduler="local", n_workers=2,
+                                                 memory_limit="3GiB", progress=False, on_submitted=kill_a_busy_worker)
+    assert killed, "no worker was killed mid-build"
+    rerun = [s for s in summaries2 if s["task_id"] in killed["tasks"]]
+    assert rerun and all(s["pid"] != killed["pid"] for s in rerun)  # its partition was recomputed elsewhere
+    _assert_same(single, (X2, obs2))
+    # resume: a third run reuses every finished partition
+    _, _, summaries3 = metacells_distributed(kang, tmp_path / "b", **kwargs, scheduler=None, progress=False)
+    assert all(s["reused"] for s in summaries3)
