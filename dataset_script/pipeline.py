@@ -8,6 +8,7 @@ Parquet + dataset card, written atomically.
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from pathlib import Path
 
@@ -253,13 +254,17 @@ def build_dataset(recipe_path: Path, data_dir: Path, out: Path, *, cells_per_met
         "entity_version": graph.version, "n_transcripts": n_tx, "n_proteins": graph.n_proteins,
         "n_internal_edges": int((graph.edges["relation"] == "internal").sum()),
         "n_ppi_edges": int((graph.edges["relation"] == "ppi").sum()), "ppi_source": graph.ppi_source,
-        "n_metacells": len(cells), "datasets": reports, "encoders": encoders,
+        "n_metacells": len(cells), "datasets": reports, "encoders": encoders, "ppi_report": graph.ppi_report,
+        "seed": seed, "knowledge": knowledge_cfg,
+        "metacell_settings": {"min_cells_per_partition": int(mc_cfg.get("min_cells_per_partition", 10)),
+                              "max_cells_per_partition": int(mc_cfg.get("max_cells_per_partition", MAX_CELLS_PER_PARTITION)),
+                              "method": "SEACells per partition (dataset × donor × sample × condition)"},
         "configs": [c["config_name"] for c in configs], "seconds": round(time.perf_counter() - t0, 1),
     }
-    card = dataset_card(info, cells)
+    card = dataset_card(info, cells, graph.edges)
     write_dataset(out, cells=cells, entities=graph.entities, edges=graph.edges, embeddings=embeddings,
                   gene_panels=pd.DataFrame(panels), card=card, configs=configs, build_info=info, overwrite=overwrite,
-                  reports=review)
+                  reports=review, extra_files={"summary.png": summary_figure(cells)})
     return info
 
 
@@ -270,10 +275,48 @@ def _original_case_synonyms(data_dir: Path, cells: pd.DataFrame) -> dict[str, li
             cells[["disease", "disease_ontology_id"]].drop_duplicates().itertuples(index=False)}
 
 
-def dataset_card(info: dict, cells: pd.DataFrame) -> str:
-    """Markdown body of the dataset card: what is in it, where it came from, how to load it."""
+#: Group-by columns of the dataset card's statistics (and panels of its summary figure).
+CARD_GROUPS = ("tissue_general", "disease", "cell_type", "sex", "development_stage_category")
+
+
+def _counts(cells: pd.DataFrame, column: str) -> pd.DataFrame:
+    return (cells.groupby(column).agg(metacells=("cell_id", "size"), source_cells=("n_cells", "sum"))
+            .sort_values("metacells", ascending=False).reset_index())
+
+
+def summary_figure(cells: pd.DataFrame) -> bytes:
+    """PNG bytes: meta-cells per tissue, disease, cell type (top 15), sex and age group."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(CARD_GROUPS), figsize=(4.2 * len(CARD_GROUPS), 4.2))
+    for ax, column in zip(axes, CARD_GROUPS):
+        c = _counts(cells, column).head(15)[::-1]
+        labels = [v if len(v) <= 28 else v[:26] + "…" for v in c[column].astype(str)]
+        ax.barh(labels, c["metacells"], color="#4c72b0")
+        ax.set_title(column.replace("_", " "))
+        ax.set_xlabel("meta-cells")
+        ax.tick_params(axis="y", labelsize=8)
+    fig.suptitle(f"{len(cells):,} meta-cells from {int(cells['n_cells'].sum()):,} cells")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def dataset_card(info: dict, cells: pd.DataFrame, edges: pd.DataFrame | None = None) -> str:
+    """Markdown body of the dataset card: what is in it, where it came from, how to load it, with
+    real statistics (meta-cells and source cells per tissue / disease / cell type / sex / age group),
+    entity and edge counts by type and source, licences and build parameters."""
+    from .knowledge import PPI_PROVENANCE
+
     lines = [
-        "# OmniCellTOSG (demo build)", "",
+        f"# {info.get('recipe_content', {}).get('name', 'OmniCellTOSG')}", "",
         "Text–Omic Signaling Graphs (TOSGs) built from real single-cell RNA-seq: one row per meta-cell "
         "(SEACells inside each dataset × donor × sample × condition partition), expression summed on "
         "transcript nodes of one shared entity graph (transcripts, proteins, transcript→protein and "
@@ -284,24 +327,48 @@ def dataset_card(info: dict, cells: pd.DataFrame) -> str:
         "`datasets` caches a local folder by its name and config, not by file content: after rebuilding "
         "in place, pass `download_mode=\"force_redownload\"` (the project's loader, "
         "`dataset_script.loader`, keys its cache by build).", "",
-        f"- entity graph version `{info['entity_version']}`: {info['n_transcripts']:,} transcripts, "
-        f"{info['n_proteins']:,} proteins, {info['n_internal_edges']:,} internal edges, "
-        f"{info['n_ppi_edges']:,} PPI edges ({info['ppi_source']})",
-        f"- {info['n_metacells']:,} meta-cells (target cells per meta-cell per dataset below)",
-        f"- text priors: {info['encoders']['name']}",
-        f"- protein-sequence prior: {info['encoders'].get('sequence', 'none')}", "",
-        "| dataset | cells | cells/meta-cell | meta-cells | genes in | mapped (symbol/alias/Ensembl) | unmapped | values (matrix) | mean purity |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "![summary](summary.png)", "",
+        "## Entity graph", "",
+        f"- version `{info['entity_version']}` (content hash of the ordered entities and edges; every model "
+        "trained on this dataset records it and refuses another)",
+        f"- {info['n_transcripts']:,} transcripts, {info['n_proteins']:,} proteins, {info['n_internal_edges']:,} "
+        f"internal (transcript → protein) edges, {info['n_ppi_edges']:,} PPI edges ({info['ppi_source']})",
+        f"- text priors: {info['encoders']['name']}; protein-sequence prior: {info['encoders'].get('sequence', 'none')}",
     ]
+    if edges is not None:
+        ppi = edges[edges["relation"] == "ppi"]
+        by_source = ppi["evidence"].str.split("|").explode().value_counts()
+        lines += ["", "| PPI source | edges supported | licence / provenance |", "|---|---|---|"]
+        for src, n in by_source.items():
+            lines.append(f"| {src} | {n:,} | {PPI_PROVENANCE.get(src, '')} |")
+    if info.get("ppi_report"):
+        lines += ["", "Interaction rows per source (junk identifiers such as `-1` are dropped and counted):", "",
+                  "| source | rows read | junk identifiers | self-pairs | below score | outside gene universe | protein pairs |",
+                  "|---|---|---|---|---|---|---|"]
+        for src, r in info["ppi_report"].items():
+            lines.append(f"| {src} | {r['input_rows']:,} | {r['junk_identifier_rows']:,} | {r['self_pairs']:,} | "
+                         f"{r['below_min_score']:,} | {r['rows_outside_universe']:,} | {r['protein_pairs']:,} |")
+    lines += ["", "## Inputs", "",
+              "| dataset | schema | cells | cells/meta-cell | meta-cells | genes in | mapped (symbol/alias/Ensembl) | "
+              "ambiguous | unmapped | values (matrix) | mean purity | to review |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for d, r in info["datasets"].items():
-        lines.append(f"| {d} | {r['n_cells']:,} | {r['cells_per_metacell']} | {r['n_metacells']:,} | {r['n_input']:,} | "
-                     f"{r['by_symbol']}/{r['by_alias']}/{r['by_ensembl']} | {r['unmapped']} | "
+        review = ", ".join(f"{k} {v}" for k, v in r.get("needs_review", {}).items() if v) or "none"
+        lines.append(f"| {d} | {r.get('schema', 'free_text')} | {r['n_cells']:,} | {r['cells_per_metacell']} | "
+                     f"{r['n_metacells']:,} | {r['n_input']:,} | {r['by_symbol']}/{r['by_alias']}/{r['by_ensembl']} | "
+                     f"{r.get('ambiguous', 0)} | {r['unmapped']} | "
                      f"{r.get('value_transform', 'counts' if r['values_are_counts'] else 'log')} ({r.get('matrix', 'X')}) | "
-                     f"{r['mean_purity']:.3f} |")
+                     f"{r['mean_purity']:.3f} | {review} |")
     lines += ["", "Values: `counts` raw counts (summed per meta-cell); `log` log-normalised input and `linear` "
-              "TPM/CPM-like input (both averaged per meta-cell, `values_are_counts = False`).", "",
-              "## Configs", ""] + [f"- `{c}`" for c in info["configs"]]
-    lines += ["", "## Meta-cells per tissue and disease", "",
-              cells.groupby(["tissue_general", "disease", "condition"]).size().rename("meta-cells")
-              .reset_index().to_markdown(index=False)]
+              "TPM/CPM-like input (both averaged per meta-cell, `values_are_counts = False`). Reviewable tables "
+              "(gene mapping, ontology matches with scores, disease categories, development stages, CellTypist "
+              "calls) are in `reports/<dataset_id>/`.", ""]
+    for column in CARD_GROUPS:
+        lines += [f"## Meta-cells per {column.replace('_', ' ')}", "",
+                  _counts(cells, column).rename(columns={"metacells": "meta-cells", "source_cells": "source cells"})
+                  .to_markdown(index=False), ""]
+    lines += ["## Build parameters", "", "```json",
+              json.dumps({k: info[k] for k in ("cells_per_metacell", "metacell_settings", "seed", "knowledge")
+                          if k in info}, indent=1), "```", "", "## Configs", ""]
+    lines += [f"- `{c}`" for c in info["configs"]]
     return "\n".join(lines) + "\n"

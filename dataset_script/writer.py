@@ -85,7 +85,8 @@ def _write_table(df: pd.DataFrame, schema: pa.Schema, path: Path, row_group_size
 
 def write_dataset(out: Path, *, cells: pd.DataFrame, entities: pd.DataFrame, edges: pd.DataFrame,
                   embeddings: pa.Table, gene_panels: pd.DataFrame, card: str, configs: list[dict],
-                  build_info: dict, overwrite: bool = False, reports: dict[str, pd.DataFrame] | None = None) -> Path:
+                  build_info: dict, overwrite: bool = False, reports: dict[str, pd.DataFrame] | None = None,
+                  extra_files: dict[str, bytes] | None = None) -> Path:
     """Write all tables and the card to ``out`` atomically.
 
     Parameters
@@ -99,6 +100,8 @@ def write_dataset(out: Path, *, cells: pd.DataFrame, entities: pd.DataFrame, edg
         Markdown body of README.md (the YAML header is generated from ``configs``).
     reports
         ``{"<dataset_id>/<table>": DataFrame}`` written as ``reports/<dataset_id>/<table>.tsv``.
+    extra_files
+        ``{relative name: bytes}`` written as they are (e.g. the card's ``summary.png``).
 
     Raises
     ------
@@ -123,6 +126,8 @@ def write_dataset(out: Path, *, cells: pd.DataFrame, entities: pd.DataFrame, edg
                                 sort_keys=False)
         (tmp / "README.md").write_text(f"---\n{header}---\n\n{card}")
         (tmp / "build_info.json").write_text(json.dumps(build_info, indent=2, default=str))
+        for name, content in (extra_files or {}).items():
+            (tmp / name).write_bytes(content)
         for name, table in (reports or {}).items():
             target = tmp / "reports" / f"{name}.tsv"
             target.parent.mkdir(parents=True, exist_ok=True)

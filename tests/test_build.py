@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import re
 
 import anndata as ad
 import datasets
@@ -220,6 +221,12 @@ def test_build_writes_reviewable_tables(built):
         report = info["datasets"][dataset_id]
         assert len(genes) == report["n_input"] and (genes["how"] == "unmapped").sum() == report["unmapped"]
     cells = _cells(out)
+    card = (out / "README.md").read_text()
+    assert (out / "summary.png").stat().st_size > 20_000 and "![summary](summary.png)" in card
+    flat = re.sub(r" +", " ", card)
+    for cell_type, group in cells.groupby("cell_type"):  # the card's statistics are the data's
+        assert f"| {cell_type} | {len(group)} | {int(group['n_cells'].sum())} |" in flat
+    assert f"`{info['entity_version']}`" in card and "| string |" in card
     assert set(cells.loc[cells["disease"] == "systemic lupus erythematosus", "disease_category"]) == {
         "systemic lupus erythematosus"}
     assert set(cells.loc[cells["disease"] == "normal", "disease_category"]) == {"normal"}
