@@ -175,6 +175,7 @@ def read_dataset(entry: dict, data_dir: Path, genes: GeneTable, *, cache_dir: Pa
     if cellxgene and not entry.get("use_raw") and not entry.get("layer") and adata.raw is not None:
         entry = {**entry, "use_raw": True}  # CELLxGENE keeps raw counts in .raw when .X is normalised
     X, var_names, matrix = _expression_matrix(adata, entry)
+    _check_matrix(X, var_names, entry["dataset_id"])
     transform = detect_value_transform(X)
     overrides = _overrides(entry, data_dir)
     tables: dict[str, pd.DataFrame] = {}
@@ -201,6 +202,17 @@ def read_dataset(entry: dict, data_dir: Path, genes: GeneTable, *, cache_dir: Pa
     }
     result.uns["omnicelltosg_tables"] = tables
     return result
+
+
+def _check_matrix(X, var_names, dataset_id: str) -> None:
+    """Refuse an empty matrix and repeated gene names (which gene would a value belong to?)."""
+    if X.shape[0] == 0 or X.shape[1] == 0:
+        raise ValueError(f"{dataset_id!r}: the expression matrix is empty ({X.shape[0]} cells × {X.shape[1]} genes)")
+    names = pd.Index(var_names).astype(str)
+    if names.has_duplicates:
+        dup = names[names.duplicated()].unique()
+        raise ValueError(f"{dataset_id!r}: {len(dup)} gene name(s) appear more than once, e.g. {list(dup[:5])}; "
+                         "make them unique (e.g. AnnData.var_names_make_unique) or aggregate them first")
 
 
 def _mapped_obs(obs: pd.DataFrame, entry: dict, path: Path) -> pd.DataFrame:

@@ -23,7 +23,7 @@ from . import harmonize
 from .ingest import read_dataset
 from .knowledge import build_entity_graph, load_gene_table, read_table
 from .distributed import metacells_distributed
-from .metacells import MAX_CELLS_PER_PARTITION, make_metacells
+from .metacells import MAX_CELLS_PER_PARTITION
 from .schema import embedding_schema
 from .writer import cell_configs, write_dataset
 
@@ -207,13 +207,11 @@ def build_dataset(recipe_path: Path, data_dir: Path, out: Path, *, cells_per_met
                      "min_cells_per_partition": int(mc_cfg.get("min_cells_per_partition", 10)),
                      "max_cells_per_partition": int(mc_cfg.get("max_cells_per_partition", MAX_CELLS_PER_PARTITION)),
                      "seed": seed}
-        if scheduler is None:
-            X, obs = make_metacells(adata, **mc_kwargs, progress=(
-                lambda it, total: tqdm(it, total=total, desc=f"meta-cells {info['dataset_id']}", disable=not progress)))
-        else:
-            X, obs, _ = metacells_distributed(adata, Path(cache_dir) / "partitions", **mc_kwargs, scheduler=scheduler,
-                                              n_workers=n_workers, memory_limit=memory_limit, progress=progress,
-                                              on_submitted=on_submitted)
+        # one task per partition, in this process or on Dask; each result is written atomically under
+        # the cache, so an interrupted build re-run with the same input skips finished partitions
+        X, obs, _ = metacells_distributed(adata, Path(cache_dir) / "partitions", **mc_kwargs, scheduler=scheduler,
+                                          n_workers=n_workers, memory_limit=memory_limit, progress=progress,
+                                          on_submitted=on_submitted)
         T = _to_transcripts(X, adata.var["entrez_id"], graph.transcript_of_entrez, n_tx, counts)
         obs["library_size"] = np.asarray(X.sum(1)).ravel().astype(np.float32)
         obs["values_are_counts"] = counts

@@ -90,3 +90,45 @@ def test_two_worker_local_cluster_equals_single_process_even_when_a_worker_dies(
     # resume: a third run reuses every finished partition
     _, _, summaries3 = metacells_distributed(kang, tmp_path / "b", **kwargs, scheduler=None, progress=False)
     assert all(s["reused"] for s in summaries3)
+
+
+def test_build_killed_mid_way_resumes_to_the_same_dataset(built, data_dir, tmp_path):
+    """A build process killed after some partitions finished, then re-run, gives the dataset of an
+    uninterrupted build (the session fixture ``built``), reusing the finished partitions."""
+    import shutil
+    import subprocess
+    import sys
+
+    from dataset_script.pipeline import build_dataset
+
+    out_ref, info_ref, recipe = built
+    cache = tmp_path / ".cache"
+    cache.mkdir()
+    for f in (out_ref.parent / ".cache").glob("*-embeddings-*.npz"):  # text / sequence priors: not under test
+        shutil.copy(f, cache)
+    recipe_path = tmp_path / "recipe.yaml"
+    recipe_path.write_text(yaml.safe_dump(recipe))
+    out = tmp_path / "dataset"
+    script = ("import sys; from dataset_script.pipeline import build_dataset; "
+              "build_dataset(sys.argv[1], sys.argv[2], sys.argv[3], cache_dir=sys.argv[4], progress=False)")
+    proc = subprocess.Popen([sys.executable, "-c", script, str(recipe_path), str(data_dir), str(out), str(cache)],
+                            cwd=str(RECIPE.parents[1]))
+    deadline = time.time() + 300
+    while time.time() < deadline and len(list(cache.glob("partitions/*/*.result.npz"))) < 3 and proc.poll() is None:
+        time.sleep(0.2)
+    assert proc.poll() is None, "the build finished before it could be interrupted"
+    proc.kill()
+    proc.wait()
+    finished = {p: p.stat().st_mtime_ns for p in cache.glob("partitions/*/*.result.npz")}
+    assert len(finished) >= 3 and not out.exists()  # nothing half-written where the dataset goes
+    info = build_dataset(recipe_path, data_dir, out, cache_dir=cache, progress=False)
+    assert len(list(cache.glob("partitions/*/*.result.npz"))) == sum(  # finished ones reused, the rest added
+        len(list(d.glob("part-*.h5ad"))) for d in (cache / "partitions").iterdir())
+    assert all(p.stat().st_mtime_ns == t for p, t in finished.items())  # reused, not recomputed
+    assert info["entity_version"] == info_ref["entity_version"] and info["n_metacells"] == info_ref["n_metacells"]
+    a = pd.read_parquet(out / "data" / "cells").sort_values("cell_id").reset_index(drop=True)
+    b = pd.read_parquet(out_ref / "data" / "cells").sort_values("cell_id").reset_index(drop=True)
+    pd.testing.assert_frame_equal(a.drop(columns=["expression_indices", "expression_values"]),
+                                  b.drop(columns=["expression_indices", "expression_values"]))
+    for col in ("expression_indices", "expression_values"):
+        assert all(np.array_equal(x, y) for x, y in zip(a[col], b[col]))

@@ -291,3 +291,32 @@ def test_celltypist_annotation_trained_here_recovers_author_labels(tmp_path, dat
     assert set(unlabelled.obs["cell_type_source"]) == {source}
     np.testing.assert_allclose(unlabelled.obs["cell_type_confidence"].to_numpy(), calls["cell_type_confidence"].to_numpy())
     assert unlabelled.obs["cell_type_ontology_id"].str.startswith("CL:").all()  # model labels are CL labels
+
+
+@pytest.mark.parametrize("defect, message", [
+    ("duplicate_genes", r"gene name\(s\) appear more than once, e.g. \['ISG15'\]"),
+    ("empty", r"expression matrix is empty \(0 cells"),
+    ("negative", r"negative values .* 'use_raw: true'"),
+    ("id_type", r"gene_id_type 'entrez' not supported; accepted: \['symbol', 'ensembl', 'auto'\]"),
+])
+def test_bad_inputs_are_clear_errors(tmp_path, data_dir, kang, genes, defect, message):
+    bad = kang.copy()
+    entry = _kang_entry("bad.h5ad")
+    if defect == "duplicate_genes":
+        names = list(bad.var_names)
+        names[names.index("ISG15") + 1] = "ISG15"
+        bad.var_names = names
+    elif defect == "empty":
+        bad = bad[:0].copy()
+        entry["columns"] = {}
+        entry["constants"] = {**entry["constants"], "condition": "control"}
+        entry.pop("values", None)
+    elif defect == "negative":
+        bad.X = bad.X.astype(np.float32)
+        bad.X[0, 0] = -1.0
+    else:
+        entry["gene_id_type"] = "entrez"
+    (tmp_path / "ontology").symlink_to(data_dir / "ontology")
+    bad.write_h5ad(tmp_path / "bad.h5ad")
+    with pytest.raises(ValueError, match=message):
+        read_dataset(entry, tmp_path, genes)
