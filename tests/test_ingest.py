@@ -320,3 +320,19 @@ def test_bad_inputs_are_clear_errors(tmp_path, data_dir, kang, genes, defect, me
     bad.write_h5ad(tmp_path / "bad.h5ad")
     with pytest.raises(ValueError, match=message):
         read_dataset(entry, tmp_path, genes)
+
+
+def test_corpus_recipe_covers_every_real_file_and_each_ingests(data_dir, genes, tmp_path):
+    from dataset_script.pipeline import load_recipe
+    from dataset_script.schema import OBS_COLUMNS
+
+    recipe = load_recipe(RECIPE.parent / "corpus.yaml")
+    paths = [d["path"] for d in recipe["datasets"]]
+    on_disk = sorted(f"scrna/{p.name}" for p in (data_dir / "scrna").glob("*.h5ad"))
+    assert sorted(paths) == on_disk  # every file, once
+    for entry in recipe["datasets"]:
+        a = read_dataset(entry, data_dir, genes, cache_dir=tmp_path)
+        assert list(a.obs.columns) == list(OBS_COLUMNS) and a.n_obs > 0
+        for col in ("tissue", "disease", "condition", "cell_type"):
+            assert a.obs[col].astype(str).str.len().gt(0).all(), (entry["dataset_id"], col)
+        assert a.uns["omnicelltosg"]["value_transform"] in ("counts", "log", "linear")
