@@ -16,6 +16,8 @@ Formats (``read_matrix``):
 - dense ``.csv`` / ``.tsv`` (optionally ``.gz``) — GEO-style, first column = row labels, first row
   = column labels. The orientation (genes × cells, the usual GEO layout, or cells × genes) is
   detected by which axis' labels resolve as genes, and stated.
+- the original OmniCellTOSG release layout (a folder with ``cell_metadata_with_mappings.parquet``):
+  see :func:`read_original_release`.
 """
 
 from __future__ import annotations
@@ -30,7 +32,10 @@ import scipy.sparse as sp
 
 from .knowledge import GeneTable, resolve_gene_ids
 
-FORMATS = ("h5ad", "10x", "csv")
+FORMATS = ("h5ad", "10x", "csv", "omnicelltosg_release")
+
+#: Files of the original OmniCellTOSG release layout (arXiv 2504.02148 data release).
+RELEASE_METADATA = "cell_metadata_with_mappings.parquet"
 _MTX = re.compile(r"^(?P<prefix>.*?)matrix\.mtx(\.gz)?$")
 
 
@@ -44,6 +49,8 @@ def detect_format(path: Path) -> str:
     """
     path = Path(path)
     name = path.name.lower()
+    if path.is_dir() and (path / RELEASE_METADATA).exists():
+        return "omnicelltosg_release"
     if path.is_dir() and any(_MTX.match(p.name) for p in path.iterdir()):
         return "10x"
     if name.endswith(".h5ad"):
@@ -152,6 +159,76 @@ def read_dense_table(path: Path, genes: GeneTable, *, orientation: str = "auto")
     return adata
 
 
+def read_original_release(folder: Path) -> ad.AnnData:
+    """Read a dataset in the original OmniCellTOSG release layout into meta-cells × genes.
+
+    The layout: ``expression_matrix/*_part_<k>.npy`` (dense float shards, rows = meta-cells, columns
+    = the release's transcript columns), ``cell_metadata_with_mappings.parquet`` (one row per
+    meta-cell; ``matrix_file_path`` relative to the folder and ``matrix_row_idx`` locate its row),
+    ``bmg_gene_index.csv(.gz)`` (``gene_name, indices``: ``;``-separated transcript columns of each
+    gene), and the release's entity graph: ``edge_index.npy``, ``internal_edge_index.npy``,
+    ``ppi_edge_index.npy`` ([2, E] int) and ``s_name.csv`` / ``s_desc.csv`` / ``s_bio.csv``.
+
+    Expression is summed over each gene's transcript columns (our graph has one transcript node per
+    gene); the metadata columns are kept as ``obs`` for a recipe to map. The release's own entity
+    graph is not imported — the dataset is rebuilt on ours — but it is checked (edge indices inside
+    the entity table) and its sizes are recorded in ``uns["omnicelltosg_input"]``.
+
+    Raises
+    ------
+    FileNotFoundError
+        If a file of the layout is missing (the message names it).
+    ValueError
+        If a row index or edge index is out of range, or the metadata lacks the mapping columns.
+    """
+    folder = Path(folder)
+    meta_path = folder / RELEASE_METADATA
+    if not meta_path.exists():
+        raise FileNotFoundError(f"{folder} is not an OmniCellTOSG release folder: {RELEASE_METADATA} is missing")
+    meta = pd.read_parquet(meta_path)
+    missing = {"matrix_file_path", "matrix_row_idx"} - set(meta.columns)
+    if missing:
+        raise ValueError(f"{meta_path.name} lacks {sorted(missing)}; columns: {list(meta.columns)}")
+    index_file = next((folder / n for n in ("bmg_gene_index.csv", "bmg_gene_index.csv.gz") if (folder / n).exists()), None)
+    if index_file is None:
+        raise FileNotFoundError(f"{folder} lacks bmg_gene_index.csv(.gz)")
+    gene_index = pd.read_csv(index_file, dtype=str, keep_default_na=False)
+    cols = gene_index["indices"].str.split(";").explode().astype(np.int64)
+    n_columns = int(cols.max()) + 1
+    gene_of_column = sp.csr_matrix((np.ones(len(cols), np.float32), (cols.to_numpy(), np.repeat(
+        np.arange(len(gene_index)), gene_index["indices"].str.count(";").to_numpy() + 1))),
+        shape=(n_columns, len(gene_index)))
+    blocks, order = [], []
+    for shard, rows in meta.groupby("matrix_file_path", sort=True).groups.items():
+        path = folder / shard
+        if not path.exists():
+            raise FileNotFoundError(f"Expression shard {shard} named by {RELEASE_METADATA} is missing")
+        arr = np.load(path, mmap_mode="r")
+        idx = meta.loc[rows, "matrix_row_idx"].to_numpy(np.int64)
+        if idx.max() >= arr.shape[0] or arr.shape[1] != n_columns:
+            raise ValueError(f"{shard}: shape {arr.shape} does not fit rows up to {idx.max()} and the "
+                             f"{n_columns} columns of {index_file.name}")
+        blocks.append(sp.csr_matrix(np.asarray(arr[idx], dtype=np.float32)) @ gene_of_column)
+        order.append(np.asarray(rows))
+    X = sp.vstack(blocks).tocsr()
+    obs = meta.loc[np.concatenate(order)].drop(columns=["matrix_file_path", "matrix_row_idx"])
+    obs.index = obs.index.astype(str)
+    graph = {}
+    names = pd.read_csv(folder / "s_name.csv") if (folder / "s_name.csv").exists() else None
+    for name in ("edge_index", "internal_edge_index", "ppi_edge_index"):
+        if (folder / f"{name}.npy").exists():
+            e = np.load(folder / f"{name}.npy")
+            if names is not None and e.size and int(e.max()) >= len(names):
+                raise ValueError(f"{name}.npy refers to entity {int(e.max())}, but s_name.csv has {len(names)} rows")
+            graph[name] = int(e.shape[1])
+    adata = ad.AnnData(X=X, obs=obs, var=pd.DataFrame(index=pd.Index(gene_index["gene_name"].to_numpy(), dtype=str)))
+    adata.uns["omnicelltosg_input"] = {
+        "format": "omnicelltosg_release", "files": sorted(p.name for p in folder.iterdir()),
+        "orientation": "meta-cells x genes (release transcript columns summed per gene)",
+        "release_graph_edges": graph, "release_entities": int(len(names)) if names is not None else None}
+    return adata
+
+
 def _gene_share(labels: list[str], genes: GeneTable, n: int = 2000) -> float:
     sample = labels[:n]
     entrez, _ = resolve_gene_ids(sample, "auto", genes)
@@ -180,7 +257,9 @@ def read_matrix(path: Path, genes: GeneTable, *, fmt: str | None = None, orienta
         return adata
     if fmt == "10x":
         return read_10x(path)
+    if fmt == "omnicelltosg_release":
+        return read_original_release(path)
     return read_dense_table(path, genes, orientation=orientation)
 
 
-__all__ = ["FORMATS", "detect_format", "read_10x", "read_dense_table", "read_matrix"]
+__all__ = ["FORMATS", "detect_format", "read_10x", "read_dense_table", "read_original_release", "read_matrix"]

@@ -336,3 +336,57 @@ def test_corpus_recipe_covers_every_real_file_and_each_ingests(data_dir, genes, 
         for col in ("tissue", "disease", "condition", "cell_type"):
             assert a.obs[col].astype(str).str.len().gt(0).all(), (entry["dataset_id"], col)
         assert a.uns["omnicelltosg"]["value_transform"] in ("counts", "log", "linear")
+
+
+def _write_release(folder, kang, real_index):
+    """A small dataset in the original OmniCellTOSG release layout, written from the real Kang data."""
+    genes = [g for g in kang.var_names if g in real_index.index]
+    n_cols = real_index.loc[genes].str.count(";").to_numpy() + 1  # the release's transcripts per gene
+    starts = np.concatenate([[0], np.cumsum(n_cols)[:-1]])
+    counts = kang[:, genes].X.toarray().astype(np.float32)
+    dense = np.zeros((kang.n_obs, int(n_cols.sum())), dtype=np.float32)
+    for j, (s, k) in enumerate(zip(starts, n_cols)):  # split each gene's counts over its transcript columns
+        first = np.floor(counts[:, j] / k)
+        dense[:, s] = counts[:, j] - first * (k - 1)
+        dense[:, s + 1:s + k] = first[:, None]
+    (folder / "expression_matrix").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    meta = kang.obs.copy()
+    meta["matrix_file_path"], meta["matrix_row_idx"] = "", -1
+    for k, rows in enumerate(np.array_split(np.arange(kang.n_obs), 2)):
+        perm = rng.permutation(len(rows))  # rows stored out of order: the mapping columns must be used
+        np.save(folder / "expression_matrix" / f"kang_part_{k}.npy", dense[rows][perm])
+        meta.iloc[rows, meta.columns.get_loc("matrix_file_path")] = f"expression_matrix/kang_part_{k}.npy"
+        meta.iloc[rows[perm], meta.columns.get_loc("matrix_row_idx")] = np.arange(len(rows))
+    meta.to_parquet(folder / "cell_metadata_with_mappings.parquet")
+    pd.DataFrame({"gene_name": genes, "indices": [";".join(map(str, range(s, s + k))) for s, k in zip(starts, n_cols)]}
+                 ).to_csv(folder / "bmg_gene_index.csv", index=False)
+    n_entities = int(n_cols.sum()) + len(genes)
+    pd.DataFrame({"name": [f"e{i}" for i in range(n_entities)]}).to_csv(folder / "s_name.csv", index=False)
+    np.save(folder / "internal_edge_index.npy", np.stack([np.arange(3), np.arange(3) + int(n_cols.sum())]))
+    np.save(folder / "ppi_edge_index.npy", np.array([[n_entities - 2], [n_entities - 1]]))
+    np.save(folder / "edge_index.npy", np.concatenate([np.load(folder / "internal_edge_index.npy"),
+                                                       np.load(folder / "ppi_edge_index.npy")], axis=1))
+    return genes
+
+
+def test_original_release_layout_imports_into_ours(tmp_path, data_dir, kang, genes):
+    real_index = pd.read_csv(data_dir / "knowledge" / "omnicelltosg_bmg_gene_index.csv.gz", dtype=str,
+                             keep_default_na=False).set_index("gene_name")["indices"]
+    folder = tmp_path / "release"
+    kept = _write_release(folder, kang, real_index)
+    assert len(kept) > 1000 and (real_index.loc[kept].str.contains(";")).any()  # multi-transcript genes exist
+    assert detect_format(folder) == "omnicelltosg_release"
+    (tmp_path / "ontology").symlink_to(data_dir / "ontology")
+    a = read_dataset(_kang_entry("release"), tmp_path, genes)
+    ref = read_dataset(_kang_entry(KANG), data_dir, genes)
+    assert a.uns["omnicelltosg"]["value_transform"] == "counts"
+    assert a.uns["omnicelltosg"]["input"]["release_graph_edges"] == {"edge_index": 4, "internal_edge_index": 3,
+                                                                     "ppi_edge_index": 1}
+    assert list(a.obs_names) == list(ref.obs_names)  # meta-cells back in metadata order
+    ref_X = ref[:, kept].X.toarray()
+    np.testing.assert_array_equal(a.X.toarray(), ref_X)  # transcript columns summed back per gene
+    pd.testing.assert_frame_equal(a.obs.reset_index(drop=True), ref.obs.reset_index(drop=True))
+    np.save(folder / "ppi_edge_index.npy", np.array([[0], [10 ** 6]]))
+    with pytest.raises(ValueError, match=r"ppi_edge_index.npy refers to entity 1000000, but s_name.csv has"):
+        read_dataset(_kang_entry("release"), tmp_path, genes)
