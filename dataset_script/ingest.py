@@ -103,7 +103,8 @@ def _overrides(entry: dict, data_dir: Path) -> dict[str, dict[str, str]]:
     """Per-field overrides: the recipe's ``cell_type_map`` / ``disease_map`` / ``tissue_map``, then
     the rows of its ``overrides_file`` (TSV ``field, original, mapped``), which win."""
     out = {"cell_type": dict(entry.get("cell_type_map") or {}), "disease": dict(entry.get("disease_map") or {}),
-           "tissue": dict(entry.get("tissue_map") or {})}
+           "tissue": dict(entry.get("tissue_map") or {}),
+           "development_stage": {str(k): str(v) for k, v in (entry.get("development_stage_map") or {}).items()}}
     if entry.get("overrides_file"):
         path = Path(data_dir) / entry["overrides_file"]
         table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
@@ -129,7 +130,7 @@ def read_dataset(entry: dict, data_dir: Path, genes: GeneTable, *, cache_dir: Pa
         ``orientation`` (dense tables), ``obs_table`` (CSV/TSV of per-cell metadata, first column =
         cell barcode), ``gene_id_type`` (``symbol`` | ``ensembl`` | ``auto``, default auto),
         ``columns``, ``values``, ``constants``, ``cell_type_map`` / ``disease_map`` / ``tissue_map``
-        / ``overrides_file`` (ontology overrides), ``disease_categories``, ``schema``
+        / ``development_stage_map`` / ``overrides_file`` (overrides; the file wins), ``disease_categories``, ``schema``
         (``auto`` | ``cellxgene`` | ``free_text``), ``use_raw: true`` or ``layer: NAME`` (which
         matrix, as in scanpy), ``cell_type_annotation`` (CellTypist, for input without cell types;
         see :mod:`dataset_script.annotate`), ``source``.
@@ -292,9 +293,18 @@ def _identifiers(obs: pd.DataFrame, entry: dict) -> None:
         obs["sample_id"] = entry["dataset_id"] + ":" + obs["sample_id"].astype(str)
 
 
-def _apply_stages(obs: pd.DataFrame, values: pd.Series, hsapdv: dict[str, str], tables: dict) -> None:
-    """age_years / development_stage_category / birth_phase from free text, numbers or HsapDv IDs."""
-    parsed = {v: parse_development_stage(v, hsapdv) for v in pd.unique(values)}
+def _apply_stages(obs: pd.DataFrame, values: pd.Series, hsapdv: dict[str, str], tables: dict,
+                  overrides: dict[str, str] | None = None) -> None:
+    """age_years / development_stage_category / birth_phase from free text, numbers or HsapDv IDs;
+    an override (original → replacement text, e.g. "P3" → "3 days") is parsed instead of the original."""
+    overrides = overrides or {}
+    parsed = {}
+    for v in pd.unique(values):
+        if v in overrides:
+            p = parse_development_stage(overrides[v], hsapdv)
+            parsed[v] = type(p)(p.age_years, p.category, p.birth_phase, f"override ({overrides[v]!r}): {p.rule}")
+        else:
+            parsed[v] = parse_development_stage(v, hsapdv)
     obs["age_years"] = values.map(lambda v: parsed[v].age_years).astype(float).to_numpy()
     obs["development_stage_category"] = values.map(lambda v: parsed[v].category).to_numpy()
     obs["birth_phase"] = values.map(lambda v: parsed[v].birth_phase).to_numpy()
@@ -347,7 +357,7 @@ def _harmonise(obs: pd.DataFrame, entry: dict, data_dir: Path, overrides: dict, 
         raise ValueError(f"{entry['dataset_id']!r} maps both 'age' and 'development_stage'; map one")
     stage_values = obs["development_stage"] if "development_stage" in obs else obs.get(
         "age", pd.Series("unknown", index=obs.index))
-    _apply_stages(obs, stage_values.astype(str), hsapdv, tables)
+    _apply_stages(obs, stage_values.astype(str), hsapdv, tables, overrides["development_stage"])
     for col in ("assay", "suspension_type"):
         if col not in obs:
             obs[col] = "unknown"

@@ -193,12 +193,15 @@ def test_override_table_wins_and_unmatched_labels_are_flagged(tmp_path, data_dir
     entry["cell_type_map"] = {k: v for k, v in entry["cell_type_map"].items() if k != "CD4 T cells"}
     (tmp_path / "ontology").symlink_to(data_dir / "ontology")
     (tmp_path / "scrna").symlink_to(data_dir / "scrna")
-    pd.DataFrame({"field": ["cell_type"], "original": ["B cells"], "mapped": ["naive B cell"]}).to_csv(
-        tmp_path / "overrides.tsv", sep="\t", index=False)
+    pd.DataFrame({"field": ["cell_type", "development_stage"], "original": ["B cells", "unknown"],
+                  "mapped": ["naive B cell", "fourth decade"]}).to_csv(tmp_path / "overrides.tsv", sep="\t", index=False)
     with pytest.warns(UserWarning, match=r"\['CD4 T cells'\] match no Cell Ontology term well enough"):
         a = read_dataset({**entry, "overrides_file": "overrides.tsv"}, tmp_path, genes)
     table = a.uns["omnicelltosg_tables"]["harmonisation"].set_index("original")
     assert table.loc["B cells", "label"] == "naive B cell" and table.loc["B cells", "method"] == "override"
+    stage = a.uns["omnicelltosg_tables"]["development_stage"].set_index("original").loc["unknown"]
+    assert stage["rule"].startswith("override") and stage["age_years"] == 35.0  # the table's value, not "unknown"
+    assert set(a.obs["age_years"]) == {35.0} and set(a.obs["development_stage_category"]) == {"adult"}
     # no map entry and no close Cell Ontology name: kept for review with its best score, not accepted
     cd4 = table.loc["CD4 T cells"]
     assert cd4["method"].startswith("unmatched") and cd4["needs_review"] and cd4["score"] < harmonize.FUZZY_ACCEPT
