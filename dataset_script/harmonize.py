@@ -292,11 +292,3 @@ def normalize_sex(value: object) -> str:
         raise ValueError(f"Sex value {value!r} not understood; accepted: {sorted(table)} (case-insensitive)")
     assert table[key] in SEX_VALUES
     return table[key]
-
-
-def development_stage(age_years: float | None) -> tuple[str, str]:
-    """Return ``(development_stage_category, birth_phase)`` for an age in years (None → unknown);
-    see :func:`dataset_script.stages.age_group`."""
-    from .stages import age_group
-
-    return age_group(age_years)
