@@ -32,7 +32,7 @@ from .matching import MatchResult, match_case_control
 from .query import check_fields, empty_query_error, is_unknown, select_batch
 from .sampling import sample_rows
 from .schema import LOG_SCALE_MAX
-from .splits import Split, donor_keys, split_by_donor, split_by_metacell
+from .splits import Split, donor_keys, level_of_rows, split_by_donor, split_by_metacell
 
 TARGET_SUM = 1e4  # counts per meta-cell after normalisation (scanpy normalize_total convention)
 
@@ -518,6 +518,8 @@ def load_cohort(path: str | Path, *, conditions: dict | None = None, task: str |
     row_split = where[np.searchsorted(uniq, rows)]
     split = Split({name: np.flatnonzero(row_split == name) for name in split_u.indices},
                   split_u.test_level, split_u.validation_level, split_u.donors)
+    if "n_cells" in umeta:
+        split = level_of_rows(split, umeta["n_cells"].to_numpy())
 
     # select the cohort's rows (a cached, fingerprinted indices mapping)
     cohort_cells = cells.select(rows.tolist())

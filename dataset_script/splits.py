@@ -30,7 +30,8 @@ class Split:
     """Row positions of each split and how they were made.
 
     ``indices[name]`` int64 positions for ``train`` / ``validation`` / ``test``; ``test_level`` and
-    ``validation_level`` are ``"donor"`` or ``"meta-cell"``; ``donors[name]`` the donor keys in each
+    ``validation_level`` are ``"donor"``, ``"meta-cell"``, or ``"cell"`` (a meta-cell-level split of a
+    build whose rows are single cells); ``donors[name]`` the donor keys in each
     split.
     """
 
@@ -226,6 +227,17 @@ def split_by_donor(donors: np.ndarray, labels: np.ndarray, *, val_fraction: floa
     if validation_by == "donor":
         assert not set(names["train"]) & set(names["validation"]), "a validation donor is also in training"
     return Split(parts, "donor", validation_by, names)
+
+
+def level_of_rows(split: Split, n_cells: np.ndarray) -> Split:
+    """``split`` with its ``"meta-cell"`` levels renamed ``"cell"`` when every row aggregates exactly one
+    cell (``n_cells`` int array ``[rows]``; a ``cells_per_metacell: 1`` build such as pbmc68k), so that a
+    row-level split of single cells is reported as the CELL-level split it is; otherwise unchanged."""
+    if len(n_cells) == 0 or not (np.asarray(n_cells) == 1).all():
+        return split
+    rename = {"meta-cell": "cell"}
+    return Split(split.indices, rename.get(split.test_level, split.test_level),
+                 rename.get(split.validation_level, split.validation_level), split.donors)
 
 
 def split_by_metacell(labels: np.ndarray, *, val_fraction: float = 0.15, test_fraction: float = 0.2,

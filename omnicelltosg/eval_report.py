@@ -104,7 +104,8 @@ def plot_umaps(embeddings: np.ndarray, expression: np.ndarray, cohort, variant: 
             ax.set_yticks([])
             if len(cats) <= 20:
                 ax.legend(fontsize=7, markerscale=1.5, loc="best")
-    fig.suptitle(f"UMAP, split {variant}: all cohort meta-cells (test meta-cells circled)")
+    unit = "cells" if cohort.split.test_level == "cell" else "meta-cells"  # single-cell rows (pbmc68k)
+    fig.suptitle(f"UMAP, split {variant}: all cohort {unit} (test {unit} circled)")
     return _save(fig, path)
 
 
@@ -185,7 +186,7 @@ def write_evaluation_report(spec, settings: dict, cohorts: dict, results: pd.Dat
               "|---|---|---|---|---|---|---|---|"]
     for v, cohort in cohorts.items():
         s = cohort.summary()
-        flag = "" if s["test_level"] == "donor" else " **(meta-cell level: not donor-independent)**"
+        flag = "" if s["test_level"] == "donor" else f" **({s['test_level']} level: not donor-independent)**"
         lines.append(f"| {v} | `{json.dumps(spec.split_variants[v])}` | {s['test_level']}{flag} | {s['validation_level']} | "
                      f"{s['train']['n_metacells']} ({s['train']['n_donors']} donors) | "
                      f"{s['validation']['n_metacells']} ({s['validation']['n_donors']}) | "

@@ -338,6 +338,9 @@ def run_evaluation(dataset: str | Path, spec: EvaluationSpec, out: str | Path, *
     label_names = cohorts[0].label_names
     figures = {"confusion": plot_confusions(predictions, label_names, out, models=[FM, comparison.get("best_other")]),
                "curves": plot_training_curves(curves, out / "curves.png", title=spec.name)}
+    if umap_inputs is None and not (out / "umap.png").exists():
+        umap_inputs = _umap_inputs_from_checkpoint(out / "checkpoints" / "celltosg_fm_finetuned", inputs, cohorts,
+                                                   graph)
     if umap_inputs is not None:
         figures["umap"] = plot_umaps(*umap_inputs, out / "umap.png", label_column=spec.label_column)
     elif (out / "umap.png").exists():  # resumed with the FM already trained: keep the earlier figure
@@ -349,6 +352,22 @@ def run_evaluation(dataset: str | Path, spec: EvaluationSpec, out: str | Path, *
     write_evaluation_report(spec, settings, cohorts, results, summary, comparison, figures, dataset, out / "report.md")
     _update_model_card(out / "checkpoints" / "celltosg_fm_finetuned", spec, summary, comparison, dataset)
     return {"results": results, "summary": summary, "comparison": comparison, "figures": figures, "cohorts": cohorts}
+
+
+def _umap_inputs_from_checkpoint(checkpoint: Path, inputs: dict, cohorts: dict, graph) -> tuple | None:
+    """UMAP inputs from the saved fine-tuned FM when the run that trained it was an earlier process (a
+    resumed evaluation interrupted before its figures were drawn); ``None`` without a checkpoint."""
+    run_file = checkpoint / "evaluation_run.json"
+    if not run_file.exists():
+        return None
+    from modeling_celltosg import CellTOSGForCellClassification
+
+    v = int(json.loads(run_file.read_text())["variant"])
+    if v not in inputs:
+        return None
+    x, m, _, xe, _ = inputs[v]
+    model = CellTOSGForCellClassification.from_pretrained(checkpoint).eval()
+    return cell_embeddings(model, x, m, graph), xe, cohorts[v], v
 
 
 def _update_model_card(checkpoint: Path, spec: EvaluationSpec, summary: pd.DataFrame, comparison: dict,

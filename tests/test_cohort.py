@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from dataset_script.matching import AGE_STAGES, match_case_control
 from dataset_script.query import query_frame
 from dataset_script.sampling import class_quotas, sample_rows
-from dataset_script.splits import split_by_donor, split_by_metacell
+from dataset_script.splits import level_of_rows, split_by_donor, split_by_metacell
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from reference_cohort import match_reference, query_reference, split_reference  # noqa: E402
@@ -209,6 +209,11 @@ def test_split_too_few_donors_suggests_explicit_flags():
         split_by_donor(donors, labels, validation_by="meta-cell", test_donors=["3"])
     m = split_by_metacell(labels, seed=0, donors=donors)
     assert m.test_level == "meta-cell" and sorted(np.concatenate(list(m.indices.values()))) == list(range(20))
+    # single-cell rows (cells_per_metacell: 1): the same split is a CELL-level split; real meta-cells keep it
+    c = level_of_rows(m, np.ones(20, dtype=int))
+    assert (c.test_level, c.validation_level) == ("cell", "cell") and c.indices is m.indices
+    assert level_of_rows(m, np.array([1] * 19 + [7])).test_level == "meta-cell"
+    assert level_of_rows(s, np.ones(20, dtype=int)).test_level == "donor"
 
 
 def test_split_keeps_both_classes_in_every_split():

@@ -97,9 +97,12 @@ def test_evaluate_kang_condition_end_to_end(built, tmp_path):
     card = (out / "checkpoints" / "celltosg_fm_finetuned" / "README.md").read_text()
     fm = res["summary"].set_index("model").loc["celltosg_fm"]
     assert f"{fm['macro_f1_mean']:.3f} ± {fm['macro_f1_sd']:.3f}" in card
-    # resume: a second call reuses every finished run instead of training again
+    # resume: a second call reuses every finished run instead of training again; a UMAP lost with an
+    # interrupted process is redrawn from the saved fine-tuned checkpoint
+    (out / "umap.png").unlink()
     again = run_evaluation(demo_dataset, spec, out, settings=settings, log=lambda *_: pytest.fail("re-ran a run"))
     pd.testing.assert_frame_equal(again["results"], results, check_dtype=False)
+    assert (out / "umap.png").stat().st_size > 10_000 and again["figures"]["umap"] == out / "umap.png"
 
 
 def test_evaluation_spec_errors_list_accepted_values():
