@@ -6,11 +6,13 @@ of the demo size (GAT, hidden 16, 2 PPI layers, 2 heads) with random weights —
 does not depend on the values of the weights. Each size runs in a FRESH process (1 warm-up call on 16
 meta-cells first) with glibc's mmap threshold at 64 KiB so that freed tensors leave RSS at once; peak
 memory = VmHWM − VmRSS right before the pipeline (``/proc/self/clear_refs``), i.e. the live peak of
-the analysis itself. Timed: ``edge_attention`` (the model pass, all layers and heads) +
-``node_expression`` + ``infer_signaling`` (statistics, top-k, component, pruning).
+the analysis itself. Timed: the model pass (all layers and heads) + ``node_expression`` +
+``infer_signaling`` (statistics, top-k, component, pruning), in two modes measured in the same run:
+``streamed`` (what ``omnicelltosg signaling`` does: ``group_edge_attention`` keeps per-group sums) and
+``per_cell`` (the baseline: ``edge_attention`` returns the ``[M, P]`` per-cell matrix, averaged after).
 
-Prints seconds and MiB per size, per 1,000 meta-cells, and the growth exponent (log-log slope between
-the smallest and largest size).
+Prints seconds and MiB per size and mode, per 1,000 meta-cells, the growth exponent (log-log slope
+between the smallest and largest size) and the streamed/per-cell ratios.
 
 Run: ``python benchmarks/bench_signaling.py --dataset runs/demo/dataset --json benchmarks/results/signaling.json``
 """
@@ -30,14 +32,14 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
-def child(dataset: str, m: int, seed: int, threads: int) -> dict:
+def child(dataset: str, m: int, seed: int, threads: int, mode: str) -> dict:
     import numpy as np
     import torch
 
     from bench_graph import hwm_bytes, reset_hwm, rss_bytes
     from dataset_script.loader import load_cohort
     from modeling_celltosg import CellTOSGConfig, CellTOSGForCellClassification
-    from modeling_celltosg.signaling import edge_attention, infer_signaling, node_expression
+    from modeling_celltosg.signaling import edge_attention, group_edge_attention, infer_signaling, node_expression
 
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
@@ -56,7 +58,10 @@ def child(dataset: str, m: int, seed: int, threads: int) -> dict:
     symbols = entities["symbol"].to_numpy()[graph.num_transcripts:]
 
     def pipeline(xx, mm, gg):
-        pairs, weights = edge_attention(model, xx, mm, graph)
+        if mode == "streamed":
+            pairs, weights, _ = group_edge_attention(model, xx, mm, graph, gg)
+        else:
+            pairs, weights = edge_attention(model, xx, mm, graph)
         expr = node_expression(xx.numpy(), graph)
         return infer_signaling(weights, pairs, expr, gg, case="stim", control="control", symbols=symbols,
                                num_transcripts=graph.num_transcripts, top_k=100, min_leaves=2)
@@ -68,7 +73,7 @@ def child(dataset: str, m: int, seed: int, threads: int) -> dict:
     t0 = time.perf_counter()
     res = pipeline(x, mask, groups)
     seconds = time.perf_counter() - t0
-    return {"metacells": m, "seconds": seconds, "peak_mib": (hwm_bytes() - before) / 2**20,
+    return {"mode": mode, "metacells": m, "seconds": seconds, "peak_mib": (hwm_bytes() - before) / 2**20,
             "core_nodes": res.core.number_of_nodes(), "pairs": int(len(res.edges))}
 
 
@@ -86,26 +91,38 @@ def main() -> None:
     args = ap.parse_args()
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0", OMP_WAIT_POLICY="PASSIVE")
     rows = []
-    for m in args.sizes:
-        spec = {"dataset": str(Path(args.dataset).resolve()), "m": m, "seed": args.seed, "threads": args.threads}
+    for m, mode in [(m, mode) for m in args.sizes for mode in ("streamed", "per_cell")]:
+        spec = {"dataset": str(Path(args.dataset).resolve()), "m": m, "seed": args.seed, "threads": args.threads,
+                "mode": mode}
         proc = subprocess.run([sys.executable, __file__, "--_child", json.dumps(spec)], capture_output=True, text=True,
                               env=env, cwd=ROOT)
         if proc.returncode:
             sys.exit(proc.stderr[-2000:])
         rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
         r = rows[-1]
-        print(f"M={m:5d}: {r['seconds']:7.2f} s ({r['seconds'] / m * 1000:6.2f} s per 1,000 meta-cells), "
+        print(f"M={m:5d} {mode:9s}: {r['seconds']:7.2f} s ({r['seconds'] / m * 1000:6.2f} s per 1,000 meta-cells), "
               f"peak {r['peak_mib']:8.1f} MiB ({r['peak_mib'] / m * 1000:7.1f} MiB per 1,000), "
               f"{r['pairs']} pairs, core {r['core_nodes']} genes", flush=True)
     import math
 
-    a, b = rows[0], rows[-1]
-    growth = {k: math.log(b[k] / a[k]) / math.log(b["metacells"] / a["metacells"]) for k in ("seconds", "peak_mib")}
-    print(f"growth exponent (log-log slope, M={a['metacells']}→{b['metacells']}): time {growth['seconds']:.2f}, "
-          f"memory {growth['peak_mib']:.2f}")
+    growth, ratios = {}, []
+    for mode in ("streamed", "per_cell"):
+        mine = [r for r in rows if r["mode"] == mode]
+        a, b = mine[0], mine[-1]
+        growth[mode] = {k: math.log(b[k] / a[k]) / math.log(b["metacells"] / a["metacells"])
+                        for k in ("seconds", "peak_mib")}
+        print(f"{mode}: growth exponent (log-log slope, M={a['metacells']}→{b['metacells']}): "
+              f"time {growth[mode]['seconds']:.2f}, memory {growth[mode]['peak_mib']:.2f}")
+    for m in args.sizes:
+        s, p = (next(r for r in rows if r["metacells"] == m and r["mode"] == mode) for mode in ("streamed", "per_cell"))
+        ratios.append({"metacells": m, "time_ratio": s["seconds"] / p["seconds"],
+                       "memory_ratio": s["peak_mib"] / p["peak_mib"]})
+        print(f"M={m:5d}: streamed / per-cell: time {ratios[-1]['time_ratio']:.2f}, "
+              f"peak memory {ratios[-1]['memory_ratio']:.3f}")
     if args.json:
-        args.json.write_text(json.dumps({"rows": rows, "growth_exponent": growth, "threads": args.threads,
-                                         "date": time.strftime("%Y-%m-%d %H:%M:%S")}, indent=1))
+        args.json.write_text(json.dumps({"rows": rows, "growth_exponent": growth, "ratios": ratios,
+                                         "threads": args.threads, "date": time.strftime("%Y-%m-%d %H:%M:%S")},
+                                        indent=1))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Signaling-network inference from a fine-tuned CellTOSG-FM (OmniCellTOSG, arXiv 2504.02148 §2.5).
 
-Pipeline (ARCHITECTURE.md §7): per-cell attention on PPI edges from the fine-tuned model
-([`edge_attention`]) → per-protein expression ([`node_expression`]) → group aggregation, node
+Pipeline (ARCHITECTURE.md §7): attention on PPI edges from the fine-tuned model, per cell
+([`edge_attention`]) or streamed into per-group means ([`group_edge_attention`], memory independent of
+the number of cells) → per-protein expression ([`node_expression`]) → group aggregation, node
 importance, Mann–Whitney U with Benjamini–Hochberg FDR, top-k nodes, largest connected component and
 star-leaf pruning ([`infer_signaling`]) → tables, GraphML and a network figure ([`write_signaling`]).
 
@@ -15,7 +16,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Mapping, Sequence
 
 import networkx as nx
 import numpy as np
@@ -78,6 +79,40 @@ def _undirected_mean(edge_index: Tensor, values: Tensor, num_nodes: int) -> tupl
     return torch.stack([pairs // num_nodes, pairs % num_nodes]), total / count.unsqueeze(1)
 
 
+def _edge_attention_batches(model, expression, measured_mask, graph: TOSGGraph, batch_size: int
+                            ) -> Iterator[tuple[Tensor, Tensor, int]]:
+    """Validate the inputs, then yield `(pairs [2, P], weights [b, P] float32, start row)` per batch of
+    cells (see [`edge_attention`] for the definition of the weights)."""
+    expression = torch.as_tensor(expression, dtype=torch.float32)
+    if measured_mask is not None:
+        measured_mask = torch.as_tensor(measured_mask, dtype=torch.bool)
+        if measured_mask.shape != expression.shape:
+            raise ValueError(f"measured_mask shape {tuple(measured_mask.shape)} != expression shape {tuple(expression.shape)}.")
+    if expression.dim() != 2 or expression.size(1) != graph.num_transcripts:
+        raise ValueError(f"expression must be [M, Nt={graph.num_transcripts}], got {tuple(expression.shape)}.")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+    if expression.size(0) == 0:
+        raise ValueError("expression has no cells (M = 0).")
+    device = next(model.parameters()).device
+    graph_dev = graph.to(device)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for start in range(0, expression.size(0), batch_size):
+                x = expression[start : start + batch_size].to(device)
+                mask = None if measured_mask is None else measured_mask[start : start + batch_size].to(device)
+                out = model(x, graph_dev, measured_mask=mask, output_attentions=True)
+                if not out.attentions:
+                    raise ValueError("The model returned no PPI attentions (num_layers = 0?).")
+                summed = torch.stack(out.attentions).sum(dim=(0, 3)).cpu()  # [L, E, B, H] → [E, B]
+                batch_pairs, batch_weights = _undirected_mean(out.attention_edge_index.cpu(), summed, graph.num_nodes)
+                yield batch_pairs, batch_weights.T.float(), start
+    finally:
+        model.train(was_training)
+
+
 def edge_attention(
     model: torch.nn.Module,
     expression: Tensor | np.ndarray,
@@ -91,7 +126,8 @@ def edge_attention(
     The model runs in eval mode without gradients (its training flag is restored afterwards). For each
     cell, α is summed over PPI layers and heads per directed edge, self-loops are dropped, and the two
     directions of a pair are averaged (a pair seen in one direction only keeps that value). For a GCN
-    model the "attention" is the symmetric normalisation coefficient, identical for all cells.
+    model the "attention" is the symmetric normalisation coefficient, identical for all cells. The
+    result holds `M × P` floats; for group statistics over many cells use [`group_edge_attention`].
 
     Args:
         model: a [`CellTOSGForCellClassification`] (or any CellTOSG model whose output has
@@ -104,39 +140,59 @@ def edge_attention(
     Returns:
         `pairs`: LongTensor `[2, P]`, undirected protein pairs `u < v` in global indices, sorted.
         `weights`: float32 ndarray `[M, P]`, non-negative for GAT/transformer/GCN.
+
+    Raises:
+        ValueError: mismatched shapes, no cells, `batch_size < 1`, or a model without PPI attentions.
     """
-    expression = torch.as_tensor(expression, dtype=torch.float32)
-    if measured_mask is not None:
-        measured_mask = torch.as_tensor(measured_mask, dtype=torch.bool)
-        if measured_mask.shape != expression.shape:
-            raise ValueError(f"measured_mask shape {tuple(measured_mask.shape)} != expression shape {tuple(expression.shape)}.")
-    if expression.dim() != 2 or expression.size(1) != graph.num_transcripts:
-        raise ValueError(f"expression must be [M, Nt={graph.num_transcripts}], got {tuple(expression.shape)}.")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
-    device = next(model.parameters()).device
-    graph_dev = graph.to(device)
-    was_training = model.training
-    model.eval()
     pairs, chunks = None, []
-    try:
-        with torch.no_grad():
-            for start in range(0, expression.size(0), batch_size):
-                x = expression[start : start + batch_size].to(device)
-                mask = None if measured_mask is None else measured_mask[start : start + batch_size].to(device)
-                out = model(x, graph_dev, measured_mask=mask, output_attentions=True)
-                if not out.attentions:
-                    raise ValueError("The model returned no PPI attentions (num_layers = 0?).")
-                summed = torch.stack(out.attentions).sum(dim=(0, 3)).cpu()  # [L, E, B, H] → [E, B]
-                batch_pairs, batch_weights = _undirected_mean(out.attention_edge_index.cpu(), summed, graph.num_nodes)
-                if pairs is None:
-                    pairs = batch_pairs
-                chunks.append(batch_weights.T.float())
-    finally:
-        model.train(was_training)
-    if pairs is None:
-        raise ValueError("expression has no cells (M = 0).")
+    for batch_pairs, batch_weights, _ in _edge_attention_batches(model, expression, measured_mask, graph, batch_size):
+        pairs = batch_pairs if pairs is None else pairs
+        chunks.append(batch_weights)
     return pairs, torch.cat(chunks).numpy().astype(np.float32)
+
+
+def group_edge_attention(
+    model: torch.nn.Module,
+    expression: Tensor | np.ndarray,
+    measured_mask: Tensor | np.ndarray | None,
+    graph: TOSGGraph,
+    groups: Sequence | np.ndarray,
+    *,
+    batch_size: int = 16,
+) -> tuple[Tensor, dict, dict]:
+    """Mean attention weight of every undirected PPI pair per group of cells, streamed.
+
+    The same weights as [`edge_attention`] (same model pass, same definition), summed per group batch by
+    batch in float64, so memory is `O(G × P)` however many cells there are (the per-cell `[M, P]`
+    matrix is never held). Pass the result to [`infer_signaling`] as its `weights`.
+
+    Args:
+        model, expression, measured_mask, graph, batch_size: as [`edge_attention`].
+        groups: `[M]` group label of each cell (e.g. disease status).
+
+    Returns:
+        `pairs`: LongTensor `[2, P]` as [`edge_attention`]; `means`: {group label: float64 ndarray
+        `[P]`, the mean weight over that group's cells}; `counts`: {group label: number of cells}.
+
+    Raises:
+        ValueError: `groups` without one label per cell, or any error of [`edge_attention`].
+    """
+    groups = np.asarray(groups)
+    n_cells = len(expression)
+    if groups.shape != (n_cells,):
+        raise ValueError(f"groups must have one label per cell (M={n_cells}), got shape {groups.shape}.")
+    labels, codes = np.unique(groups, return_inverse=True)
+    pairs, sums = None, None
+    for batch_pairs, batch_weights, start in _edge_attention_batches(model, expression, measured_mask, graph,
+                                                                     batch_size):
+        if sums is None:
+            pairs, sums = batch_pairs, torch.zeros(len(labels), batch_pairs.size(1), dtype=torch.float64)
+        batch_codes = torch.as_tensor(codes[start : start + len(batch_weights)], dtype=torch.long)
+        sums.index_add_(0, batch_codes, batch_weights.double())
+    counts = np.bincount(codes, minlength=len(labels))
+    means = {label.item() if hasattr(label, "item") else label: (sums[i] / counts[i]).numpy()
+             for i, label in enumerate(labels)}
+    return pairs, means, {label: int(c) for label, c in zip(means, counts)}
 
 
 # 2. Per-protein expression
@@ -234,7 +290,8 @@ def infer_signaling(
     first, then heaviest case edge).
 
     Args:
-        weights: float `[M, P]` per-cell pair weights from [`edge_attention`].
+        weights: float `[M, P]` per-cell pair weights from [`edge_attention`], or the per-group mean
+            weights `{label: [P]}` from [`group_edge_attention`] (must hold `case` and `control`).
         pairs: `[2, P]` undirected protein pairs (global indices).
         protein_expression: float `[M, Np]` from [`node_expression`] (NaN = no transcript).
         groups: `[M]` group label of each cell (e.g. disease status).
@@ -245,14 +302,22 @@ def infer_signaling(
         min_leaves: leaves kept per hub by the pruning.
         fdr_threshold: `significant = fdr < fdr_threshold`.
     """
-    weights = np.asarray(weights, dtype=np.float64)
+    group_means = weights if isinstance(weights, Mapping) else None
+    weights = None if group_means is not None else np.asarray(weights, dtype=np.float64)
     pairs = np.asarray(pairs.cpu() if isinstance(pairs, Tensor) else pairs, dtype=np.int64)
     expr = np.asarray(protein_expression, dtype=np.float64)
     groups = np.asarray(groups)
     m, npr = expr.shape if expr.ndim == 2 else (None, None)
     if expr.ndim != 2 or len(symbols) != npr:
         raise ValueError(f"protein_expression must be [M, Np] with Np = len(symbols) = {len(symbols)}, got {expr.shape}.")
-    if pairs.ndim != 2 or pairs.shape[0] != 2 or weights.shape != (m, pairs.shape[1]):
+    if group_means is not None:
+        missing = [label for label in (case, control) if label not in group_means]
+        if missing:
+            raise ValueError(f"weights (group means) lack {missing}; they hold groups {sorted(group_means, key=str)}.")
+        shapes = {label: np.shape(group_means[label]) for label in (case, control)}
+        if pairs.ndim != 2 or pairs.shape[0] != 2 or any(sh != (pairs.shape[1],) for sh in shapes.values()):
+            raise ValueError(f"group mean weights must be [P] with pairs [2, P]; got {shapes}, pairs {pairs.shape}.")
+    elif pairs.ndim != 2 or pairs.shape[0] != 2 or weights.shape != (m, pairs.shape[1]):
         raise ValueError(f"weights must be [M={m}, P] and pairs [2, P]; got weights {weights.shape}, pairs {pairs.shape}.")
     if groups.shape != (m,):
         raise ValueError(f"groups must have one label per cell (M={m}), got shape {groups.shape}.")
@@ -269,7 +334,11 @@ def infer_signaling(
 
     in_case, in_control = groups == case, groups == control
     local = pairs - num_transcripts
-    edge_case, edge_control = weights[in_case].mean(0), weights[in_control].mean(0)
+    if group_means is not None:
+        edge_case = np.asarray(group_means[case], dtype=np.float64)
+        edge_control = np.asarray(group_means[control], dtype=np.float64)
+    else:
+        edge_case, edge_control = weights[in_case].mean(0), weights[in_control].mean(0)
     degree = np.bincount(local.ravel(), minlength=npr).astype(np.float64)
 
     def node_attention(edge_w):
@@ -445,6 +514,7 @@ def write_signaling(result: SignalingResult, out_dir: str | os.PathLike, *, titl
 __all__ = [
     "SignalingResult",
     "edge_attention",
+    "group_edge_attention",
     "node_expression",
     "infer_signaling",
     "write_signaling",

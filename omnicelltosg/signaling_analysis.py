@@ -52,7 +52,7 @@ def run_signaling(dataset: str | Path, model_dir: str | Path, out: str | Path, *
     from dataset_script.loader import load_cohort
     from modeling_celltosg import CellTOSGForCellClassification
     from modeling_celltosg.enrichment import go_enrichment, load_go_annotations
-    from modeling_celltosg.signaling import edge_attention, infer_signaling, node_expression, write_signaling
+    from modeling_celltosg.signaling import group_edge_attention, infer_signaling, node_expression, write_signaling
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -67,7 +67,8 @@ def run_signaling(dataset: str | Path, model_dir: str | Path, out: str | Path, *
             raise ValueError(f"{name}={label!r} is not a value of {group_column!r} in this cohort; available: {available}.")
 
     t0 = time.perf_counter()
-    pairs, weights = edge_attention(model, x, m, graph)
+    # per-group means, streamed: memory does not grow with the number of meta-cells
+    pairs, weights, _ = group_edge_attention(model, x, m, graph, groups)
     attention_s = time.perf_counter() - t0
     protein_expr = node_expression(x.numpy(), graph)
     symbols = entities["symbol"].to_numpy()[graph.num_transcripts:]
@@ -79,7 +80,8 @@ def run_signaling(dataset: str | Path, model_dir: str | Path, out: str | Path, *
     annotations = load_go_annotations(knowledge_dir)
 
     results, summary = {}, {}
-    for kind, w in (("model", weights), ("uniform_control", np.ones_like(weights))):
+    uniform = {label: np.ones_like(w) for label, w in weights.items()}
+    for kind, w in (("model", weights), ("uniform_control", uniform)):
         res = infer_signaling(w, pairs, protein_expr, groups, case=case, control=control, symbols=symbols,
                               num_transcripts=graph.num_transcripts, top_k=top_k, min_leaves=min_leaves,
                               fdr_threshold=fdr_threshold)

@@ -15,6 +15,7 @@ from modeling_celltosg.signaling import (
     NODE_COLUMNS,
     _undirected_mean,
     edge_attention,
+    group_edge_attention,
     infer_signaling,
     node_expression,
     write_signaling,
@@ -82,6 +83,21 @@ def test_hand_checked_statistics_and_core():
     row = edges[(edges.source_symbol == "A") & (edges.target_symbol == "D")].iloc[0]
     assert row.weight_case == pytest.approx(0.4) and row.weight_delta == pytest.approx(-0.1) and not row.in_core_subgraph
     assert result.core.nodes[NT + 2]["symbol"] == "C" and result.core.nodes[NT + 2]["significant"] is True
+
+
+def test_group_mean_weights_give_the_per_cell_result():
+    pairs, weights, expr, groups = synthetic_cohort(PAIRS, CASE_W, MU_CASE, NT)
+    kw = dict(symbols=SYMBOLS, num_transcripts=NT, top_k=8, min_leaves=2)
+    per_cell = infer_signaling(weights, pairs, expr, groups, case="AD", control="CT", **kw)
+    means = {g: weights[groups == g].mean(0) for g in ("AD", "CT")}
+    grouped = infer_signaling(means, pairs, expr, groups, case="AD", control="CT", **kw)
+    pd.testing.assert_frame_equal(grouped.nodes, per_cell.nodes)
+    pd.testing.assert_frame_equal(grouped.edges, per_cell.edges)
+    assert set(grouped.core.edges) == set(per_cell.core.edges)
+    with pytest.raises(ValueError, match=r"lack \['CT'\]; they hold groups \['AD'\]"):
+        infer_signaling({"AD": means["AD"]}, pairs, expr, groups, case="AD", control="CT", **kw)
+    with pytest.raises(ValueError, match="group mean weights must be \\[P\\]"):
+        infer_signaling({g: w[:-1] for g, w in means.items()}, pairs, expr, groups, case="AD", control="CT", **kw)
 
 
 def test_top_k_keeps_largest_connected_component():
@@ -156,6 +172,15 @@ def test_edge_attention_matches_raw_model_output(layer_type):
         np.testing.assert_allclose(weights[:, p], (both[0] + both[1]).numpy() / 2, rtol=1e-5, atol=1e-6)
     if layer_type != "gcn":  # attention differs between cells
         assert weights.std(axis=0).max() > 0
+
+    # streamed per-group means = the per-cell weights averaged per group (batches split the groups)
+    groups = np.array(["AD", "CT", "AD", "AD", "CT", "CT", "AD"])
+    group_pairs, means, counts = group_edge_attention(model, x, mask, graph, groups, batch_size=3)
+    assert torch.equal(group_pairs, pairs) and counts == {"AD": 4, "CT": 3}
+    for label in ("AD", "CT"):
+        np.testing.assert_allclose(means[label], weights[groups == label].mean(0), rtol=1e-6, atol=1e-7)
+    with pytest.raises(ValueError, match="one label per cell"):
+        group_edge_attention(model, x, mask, graph, groups[:-1])
 
 
 def test_node_expression_picks_highest_scaled_transcript():
