@@ -52,6 +52,9 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--epochs", type=int, help="fine-tuning epochs of the graph models")
     e.add_argument("--lr-grid", type=float, nargs="+", help="learning rates tried for graph models (chosen on validation)")
     e.add_argument("--pretrain-steps", type=int, help="pretraining steps per split")
+    t = sub.add_parser("evaluation-table", help="one table of every finished evaluate task folder: FM vs every model")
+    t.add_argument("tasks", type=Path, nargs="+", help="task folders written by `omnicelltosg evaluate`")
+    t.add_argument("--out", type=Path, required=True, help="folder for evaluation_table.md / .csv")
     a = sub.add_parser("annotate", help="CellTypist cell-type calls for the unlabelled datasets of a recipe "
                                         "(tables, confidence figure, summary)")
     a.add_argument("--recipe", type=Path, required=True, help="YAML recipe whose datasets have cell_type_annotation")
@@ -142,6 +145,11 @@ def main(argv: list[str] | None = None) -> int:
                   f"{summary['uniform_control']['core_nodes']}), Jaccard {summary['comparison']['core_jaccard']:.2f}")
         elif args.command == "evaluate":
             _evaluate(args)
+        elif args.command == "evaluation-table":
+            from .eval_report import write_cross_task_table
+
+            for path in write_cross_task_table(args.tasks, args.out):
+                print(path)
         elif args.command == "annotate":
             from dataset_script.annotate import annotate_recipe
 

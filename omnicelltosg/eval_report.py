@@ -254,4 +254,74 @@ def write_evaluation_report(spec, settings: dict, cohorts: dict, results: pd.Dat
     return Path(path)
 
 
-__all__ = ["plot_confusions", "plot_training_curves", "plot_umaps", "plot_embedding_heatmap", "write_evaluation_report"]
+def cross_task_table(task_dirs: list[Path]) -> pd.DataFrame:
+    """One row per finished evaluation folder (``summary.csv`` + ``comparison.json`` of ``evaluate``):
+    test level, runs, the FM's mean ± sd test macro-F1 and rank, the best other model, the FM − best
+    difference with its bootstrap 95% CI and paired-test p, whether the FM wins, and the mean ± sd
+    macro-F1 of every model (columns ``macro_f1[<model>]``, ``macro_f1_sd[<model>]``).
+
+    Raises:
+        FileNotFoundError: a folder without ``summary.csv`` / ``comparison.json`` (names the folder).
+    """
+    rows = []
+    for folder in map(Path, task_dirs):
+        missing = [f for f in ("summary.csv", "comparison.json") if not (folder / f).exists()]
+        if missing:
+            raise FileNotFoundError(f"{folder} lacks {missing}: not a finished `omnicelltosg evaluate` task folder.")
+        summary = pd.read_csv(folder / "summary.csv").set_index("model")
+        comparison = json.loads((folder / "comparison.json").read_text())
+        ranking = [m for m, _ in comparison.get("ranking", [])]
+        fm = comparison.get("fm")
+        boot, paired = comparison.get("bootstrap") or {}, comparison.get("paired_t_test") or {}
+        level = comparison.get("test_level")
+        if level is None and (folder / "results.csv").exists():  # folders written before comparison.json had it
+            levels = pd.read_csv(folder / "results.csv", usecols=["test_level"])["test_level"]
+            level = "/".join(sorted(set(levels.astype(str))))
+        row = {"task": folder.name, "test_level": level,
+               "runs": int(summary["n_runs"].max()), "fm_macro_f1": comparison.get("fm_macro_f1_mean"),
+               "fm_macro_f1_sd": summary.loc[fm, "macro_f1_sd"] if fm in summary.index else np.nan,
+               "fm_rank": ranking.index(fm) + 1 if fm in ranking else np.nan, "n_models": len(ranking),
+               "best_other": comparison.get("best_other"), "best_other_macro_f1": comparison.get("best_other_macro_f1_mean"),
+               "difference": boot.get("mean_difference"), "ci_low": boot.get("ci_low"), "ci_high": boot.get("ci_high"),
+               "paired_p": paired.get("p_value"), "fm_wins": comparison.get("fm_wins")}
+        for model in summary.index:
+            row[f"macro_f1[{model}]"] = summary.loc[model, "macro_f1_mean"]
+            row[f"macro_f1_sd[{model}]"] = summary.loc[model, "macro_f1_sd"]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def write_cross_task_table(task_dirs: list[Path], out: Path) -> tuple[Path, Path]:
+    """Write :func:`cross_task_table` as ``evaluation_table.csv`` and a Markdown ``evaluation_table.md`` that
+    says for each task whether CellTOSG-FM wins; returns both paths (written atomically)."""
+    table = cross_task_table(task_dirs)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    csv_path, md_path = out / "evaluation_table.csv", out / "evaluation_table.md"
+    tmp = csv_path.with_suffix(".tmp")
+    table.to_csv(tmp, index=False)
+    tmp.replace(csv_path)
+    models = [c[len("macro_f1["):-1] for c in table.columns if c.startswith("macro_f1[")]
+    lines = ["# CellTOSG-FM against every model, all tasks (test macro-F1, mean ± sd over runs)", "",
+             "| task | test level | runs | CellTOSG-FM | rank | best other model | FM − best (bootstrap 95% CI) | paired p | FM wins? |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for _, r in table.iterrows():
+        diff = "n/a" if pd.isna(r["difference"]) else f"{r['difference']:+.3f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]"
+        p_text = "n/a" if pd.isna(r["paired_p"]) else f"{r['paired_p']:.2g}"
+        lines.append(f"| {r['task']} | {r['test_level']} | {r['runs']} | {_pm(r['fm_macro_f1'], r['fm_macro_f1_sd'])} | "
+                     f"{r['fm_rank']:.0f} of {r['n_models']} | {r['best_other']} ({r['best_other_macro_f1']:.3f}) | {diff} | "
+                     f"{p_text} | {'**yes**' if r['fm_wins'] else 'no'} |")
+    lines += ["", "## Every model", "", "| task | " + " | ".join(models) + " |", "|---|" + "---|" * len(models)]
+    for _, r in table.iterrows():
+        lines.append(f"| {r['task']} | " + " | ".join(_pm(r[f'macro_f1[{m}]'], r[f'macro_f1_sd[{m}]']) for m in models) + " |")
+    wins = int(table["fm_wins"].fillna(False).astype(bool).sum())
+    lines += ["", f"CellTOSG-FM has the highest mean test macro-F1 in {wins} of {len(table)} task(s). A test level other "
+              "than `donor` means test rows share donors with training rows (see each task's report)."]
+    tmp = md_path.with_suffix(".tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    tmp.replace(md_path)
+    return csv_path, md_path
+
+
+__all__ = ["plot_confusions", "plot_training_curves", "plot_umaps", "plot_embedding_heatmap", "write_evaluation_report",
+           "cross_task_table", "write_cross_task_table"]

@@ -1,6 +1,8 @@
 """Tests of ``omnicelltosg evaluate``: metrics against hand-checked cases and scikit-learn, statistics,
 baselines, and an end-to-end evaluation on the real Kang data (split integrity, resume, report)."""
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -174,3 +176,28 @@ def test_sex_task_donor_level_with_leak_screen(built, tmp_path):
         majority = res["comparison"]["above_chance"]["majority_class"]
         assert majority["mean"] == pytest.approx(0.5) and not majority["flag"]
     assert "not donor-independent" in (tmp_path / "onek1k_sex_metacell_split" / "report.md").read_text()
+
+
+def test_cross_task_table_from_real_result_folders(tmp_path):
+    """The cross-task table of the committed evaluation folders restates their own files: FM mean and
+    rank recomputed from results.csv, the best other model, and 'FM wins?' only where the FM ranks 1st."""
+    from omnicelltosg.eval_report import write_cross_task_table
+
+    root = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "evaluation"
+    folders = sorted(p.parent for p in root.glob("*/comparison.json"))
+    assert len(folders) >= 2
+    csv_path, md_path = write_cross_task_table(folders, tmp_path)
+    table = pd.read_csv(csv_path).set_index("task")
+    for folder in folders:
+        results = pd.read_csv(folder / "results.csv")
+        means = results.groupby("model")["macro_f1"].mean().sort_values(ascending=False)
+        row = table.loc[folder.name]
+        assert row["fm_macro_f1"] == pytest.approx(means["celltosg_fm"])
+        assert row["fm_rank"] == list(means.index).index("celltosg_fm") + 1
+        assert row["best_other"] == means.drop("celltosg_fm").index[0]
+        assert bool(row["fm_wins"]) == (row["fm_rank"] == 1)
+        assert row["test_level"] == "/".join(sorted(set(results["test_level"])))
+    text = md_path.read_text()
+    assert all(f"| {f.name} |" in text for f in folders) and "FM wins?" in text
+    with pytest.raises(FileNotFoundError, match="not a finished"):
+        write_cross_task_table([tmp_path], tmp_path / "x")
