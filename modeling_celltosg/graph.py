@@ -8,7 +8,10 @@ messages flow 0 → 1, and self-loops are handled as by the matching PyG layer's
 
 Layers: [`SharedGCNConv`] (Kipf & Welling 2017), [`SharedGATConv`] (Veličković et al. 2018) and
 [`SharedTransformerConv`] (UniMP, Shi et al. 2021). Each matches its PyG counterpart (`GCNConv`,
-`GATConv`, `TransformerConv` with default arguments) applied to every cell separately.
+`GATConv`, `TransformerConv` with default arguments) applied to every cell separately. The attention
+layers work channel-major inside (`[B·H, N, C]`, one channel per cell and head): each channel's
+aggregation is a CSR sparse–dense product and the UniMP logits / attention gradients are sampled
+dense–dense products ([`CSRAggregate`], [`CSREdgeDot`]).
 """
 
 from __future__ import annotations
@@ -259,80 +262,155 @@ class SharedGCNConv(nn.Module):
         return out.view(n, b, f)
 
 
-def _edge_chunks(num_edges: int, num_nodes: int):
-    """Edge slices of at most `max(N, 4096)` edges: a chunk's gathered messages are then no larger than
-    the node features themselves, which bounds the transient memory of the weighted aggregation."""
-    step = max(num_nodes, 4096)
-    for start in range(0, num_edges, step):
-        yield slice(start, min(start + step, num_edges))
-
-
 def _accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
-    """float32 for reduced-precision inputs (sums over many edges lose too much in bf16/fp16)."""
+    """float32 for reduced-precision inputs (CPU sparse kernels have no bf16/fp16 path, and sums over
+    many edges lose too much in them)."""
     return torch.float32 if dtype in (torch.bfloat16, torch.float16) else dtype
 
 
-def _weighted_scatter(values: Tensor, weights: Tensor, gather: Tensor, scatter_to: Tensor, num_nodes: int) -> Tensor:
-    """`out[scatter_to[e]] += weights[e, k] · values[gather[e], k]` over edge chunks (`_edge_chunks`):
-    `values` `[N, K, C]`, `weights` `[E, K]`, index vectors `[E]` → `[num_nodes, K, C]` (same dtype)."""
-    out = torch.zeros((num_nodes, *values.shape[1:]), dtype=values.dtype, device=values.device)
-    for s in _edge_chunks(gather.numel(), num_nodes):
-        out.index_add_(0, scatter_to[s], values.index_select(0, gather[s]) * weights[s].unsqueeze(-1))
+@dataclass(frozen=True)
+class CSRTopology:
+    """One edge list in compressed sparse row form, both ways, for per-channel attention products.
+
+    Edges are put in target-major order (stable): `src[i] → dst[i]` is edge `j` of the original list
+    where `inverse_order[j] = i`, and `crow` (`[N+1]`) delimits each target's incoming edges, so per-channel weights laid out
+    `[K, E]` in this order are directly the values of K CSR matrices `A_k` (rows = targets, columns =
+    sources). The transpose `A_kᵀ` (rows = sources) has row pointers `crow_t` and columns `col_t`; its
+    values are the weights gathered with `order_t`.
+    """
+
+    src: Tensor
+    dst: Tensor
+    crow: Tensor
+    inverse_order: Tensor
+    crow_t: Tensor
+    col_t: Tensor
+    order_t: Tensor
+    num_nodes: int
+
+    @classmethod
+    def from_edge_index(cls, edge_index: Tensor, num_nodes: int) -> CSRTopology:
+        """Build from a LongTensor `[2, E]` (row 0 sources, row 1 targets) over `num_nodes` nodes.
+
+        Index vectors that only serve sparse products and `index_select` are stored as int32 when
+        `E < 2³¹` (half the memory of this per-topology cache); `dst` stays int64 for PyG's scatter."""
+        src, dst = edge_index
+        crow, src_sorted, order = _csr_by(dst, src, num_nodes)
+        dst_sorted = dst[order]
+        crow_t, col_t, order_t = _csr_by(src_sorted, dst_sorted, num_nodes)
+        inverse = torch.empty_like(order)
+        inverse[order] = torch.arange(order.numel(), device=order.device)
+        small = torch.int32 if order.numel() < 2**31 - 1 and num_nodes < 2**31 - 1 else torch.long
+        return cls(src_sorted.to(small), dst_sorted, crow.to(small), inverse.to(small), crow_t.to(small),
+                   col_t.to(small), order_t.to(small), num_nodes)
+
+
+def _sparse_csr(crow: Tensor, col: Tensor, values: Tensor, num_cols: int) -> Tensor:
+    return torch.sparse_csr_tensor(crow, col, values, (crow.numel() - 1, num_cols), check_invariants=False)
+
+
+def _per_channel_spmm(crow: Tensor, col: Tensor, values: Tensor, dense: Tensor) -> Tensor:
+    """`out[k] = A_k @ dense[k]` for the CSR matrices `A_k` of one pattern (`crow`, `col`) and values
+    `values[k]`: `values` `[K, E]`, `dense` `[K, N, C]` → `[K, rows, C]`, one sparse product per channel
+    written in place (torch has no batched CSR product on CPU)."""
+    out = torch.empty(dense.size(0), crow.numel() - 1, dense.size(2), dtype=dense.dtype, device=dense.device)
+    with warnings.catch_warnings(), torch.autocast(dense.device.type, enabled=False):
+        warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta" is not actionable here
+        for k in range(dense.size(0)):
+            torch.mm(_sparse_csr(crow, col, values[k], dense.size(1)), dense[k], out=out[k])
     return out
 
 
-def _edge_dot(a: Tensor, b: Tensor, a_index: Tensor, b_index: Tensor) -> Tensor:
-    """Sampled dense–dense product `out[e, k] = ⟨a[a_index[e], k], b[b_index[e], k]⟩` over edge chunks:
-    `a`, `b` `[N, K, C]`, index vectors `[E]` → `[E, K]`."""
-    out = torch.empty(a_index.numel(), a.size(1), dtype=a.dtype, device=a.device)
-    for s in _edge_chunks(a_index.numel(), a.size(0)):
-        out[s] = (a.index_select(0, a_index[s]) * b.index_select(0, b_index[s])).sum(-1)
+def _per_channel_sddmm(crow: Tensor, col: Tensor, left: Tensor, right: Tensor) -> Tensor:
+    """Sampled dense–dense product per channel: `out[k, i] = ⟨left[k, row_i], right[k, col[i]]⟩` for the
+    `E` entries of the CSR pattern (`crow`, `col`), with `torch.sparse.sampled_addmm` (no `[E, C]`
+    gathered operands are built): `left`, `right` `[K, N, C]` → `[K, E]`."""
+    out = torch.empty(left.size(0), col.numel(), dtype=left.dtype, device=left.device)
+    pattern = torch.zeros(col.numel(), dtype=left.dtype, device=left.device)
+    with warnings.catch_warnings(), torch.autocast(left.device.type, enabled=False):
+        warnings.simplefilter("ignore", UserWarning)
+        for k in range(left.size(0)):
+            sampled = torch.sparse.sampled_addmm(_sparse_csr(crow, col, pattern, right.size(1)), left[k], right[k].t(),
+                                                 beta=0.0)
+            out[k] = sampled.values()
     return out
 
 
-class WeightedAggregate(torch.autograd.Function):
-    r"""`out[t, k] = Σ_{e: s→t} α[e, k] · x[s, k]` for K = B·H (cell, head) channels of one shared edge list.
+class CSRAggregate(torch.autograd.Function):
+    r"""`out[k, t] = Σ_{e: s→t} α[k, e] · x[k, s]` for K = B·H (cell, head) channels of one shared topology.
 
-    Autograd through `x[src] * α` keeps the gathered messages `[E, K, C]` for the backward pass — the
-    largest tensor of a GAT layer (E/N times the node features; ≈7× on the TOSG, ≈31× on the original's
-    graph). This function saves only `x` `[N, K, C]` and `α` `[E, K]` and walks the edges in chunks of
-    at most N edges (`_edge_chunks`), all channels at once, so at most two chunk-sized `[N, K, C]`
-    transients are alive:
+    Channel-major layout: `x` `[K, N, C]`, `alpha` `[K, E]` in the target-major edge order of `topology`
+    ([`CSRTopology`]) → `[K, N, C]`. Each channel is one CSR sparse–dense product, so no `[E, K, C]`
+    message tensor is ever built; only `x` and `α` are kept for the backward pass:
 
-    - forward: `out[t] += α[e] · x[s]` (`_weighted_scatter`);
-    - backward: `∂x[s] += α[e] · ∂out[t]`, `∂α[e, k] = ⟨∂out[t, k], x[s, k]⟩` (`_edge_dot`).
+    - `∂x[k] = A_kᵀ ∂out[k]` (the transposed pattern, values gathered with `order_t`);
+    - `∂α[k, e] = ⟨∂out[k, t], x[k, s]⟩` (a sampled dense–dense product on the pattern).
 
-    Reduced-precision inputs are accumulated in float32. Inputs: `x` `[N, K, C]`, `alpha` `[E, K]`,
-    `src`, `dst` `[E]` (messages flow source → target) → `[N, K, C]` in `x`'s dtype.
+    On 2 CPU threads this is about twice as fast as gathering `x[s]` per edge chunk and scattering
+    (`index_add_`), which it replaces (benchmarks/bench_graph.py). Reduced-precision inputs are
+    computed in float32.
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, alpha: Tensor, src: Tensor, dst: Tensor) -> Tensor:
+    def forward(ctx, x: Tensor, alpha: Tensor, topology: CSRTopology) -> Tensor:
         acc = _accumulation_dtype(x.dtype)
-        ctx.save_for_backward(x, alpha, src, dst)
-        return _weighted_scatter(x.to(acc), alpha.to(acc), src, dst, x.size(0)).to(x.dtype)
+        ctx.save_for_backward(x, alpha)
+        ctx.topology = topology
+        return _per_channel_spmm(topology.crow, topology.src, alpha.to(acc), x.to(acc)).to(x.dtype)
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
-        x, alpha, src, dst = ctx.saved_tensors
-        acc = _accumulation_dtype(x.dtype)
-        g = grad_out.to(acc)
+        x, alpha = ctx.saved_tensors
+        topo, acc = ctx.topology, _accumulation_dtype(x.dtype)
+        g = grad_out.to(acc).contiguous()
         grad_x = grad_alpha = None
         if ctx.needs_input_grad[0]:
-            grad_x = _weighted_scatter(g, alpha.to(acc), dst, src, x.size(0)).to(x.dtype)
+            values_t = alpha.to(acc).index_select(1, topo.order_t)
+            grad_x = _per_channel_spmm(topo.crow_t, topo.col_t, values_t, g).to(x.dtype)
         if ctx.needs_input_grad[1]:
-            grad_alpha = _edge_dot(g, x.to(acc), dst, src).to(alpha.dtype)
-        return grad_x, grad_alpha, None, None
+            grad_alpha = _per_channel_sddmm(topo.crow, topo.src, g, x.to(acc)).to(alpha.dtype)
+        return grad_x, grad_alpha, None
+
+
+class CSREdgeDot(torch.autograd.Function):
+    r"""`out[k, e] = ⟨q[k, t], key[k, s]⟩` for every edge `e: s → t` of a shared topology (the UniMP
+    attention logits), as a sampled dense–dense product per channel; no gathered `[E, K, C]` queries or
+    keys are built or kept. Backward: `∂q[k] = A_k(∂out) key[k]`, `∂key[k] = A_k(∂out)ᵀ q[k]`.
+
+    Inputs: `q`, `key` `[K, N, C]`, `topology` ([`CSRTopology`]) → `[K, E]` in its target-major edge order
+    (float32 computation for bf16/fp16).
+    """
+
+    @staticmethod
+    def forward(ctx, q: Tensor, key: Tensor, topology: CSRTopology) -> Tensor:
+        acc = _accumulation_dtype(q.dtype)
+        ctx.save_for_backward(q, key)
+        ctx.topology = topology
+        return _per_channel_sddmm(topology.crow, topology.src, q.to(acc), key.to(acc)).to(q.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        q, key = ctx.saved_tensors
+        topo, acc = ctx.topology, _accumulation_dtype(q.dtype)
+        g = grad_out.to(acc)
+        grad_q = grad_k = None
+        if ctx.needs_input_grad[0]:
+            grad_q = _per_channel_spmm(topo.crow, topo.src, g.contiguous(), key.to(acc)).to(q.dtype)
+        if ctx.needs_input_grad[1]:
+            grad_k = _per_channel_spmm(topo.crow_t, topo.col_t, g.index_select(1, topo.order_t), q.to(acc)).to(key.dtype)
+        return grad_q, grad_k, None
 
 
 class GATEdgeSoftmax(torch.autograd.Function):
-    r"""GAT attention `α[e, k] = softmax_{e → t}(LeakyReLU(a_src[s, k] + a_dst[t, k]))` in one function
-    that saves only `α` `[E, K]` and the sign of the logits (1 byte per entry) for the backward pass —
-    autograd through the gather / add / LeakyReLU / PyG `softmax` chain keeps about five `[E, K]` float
-    tensors. Backward: `∂z = α ⊙ (∂α − Σ_{e' → t} α ∂α)` (softmax), times 1 or the negative slope
+    r"""GAT attention `α[k, e] = softmax_{e → t}(LeakyReLU(a_src[s, k] + a_dst[t, k]))` in one function
+    that saves only `α` and the sign of the logits (1 byte per entry) for the backward pass — autograd
+    through the gather / add / LeakyReLU / PyG `softmax` chain keeps about five `[E, K]` float tensors.
+    The softmax runs edge-major (row gathers and scatters over `[E, K]` are fast); the result is
+    returned, and kept, channel-major `[K, E]`, the layout [`CSRAggregate`] takes, so only one copy of
+    `α` is alive. Backward: `∂z = α ⊙ (∂α − Σ_{e' → t} α ∂α)` (softmax), times 1 or the negative slope
     (LeakyReLU), summed onto the source and target nodes.
 
-    Inputs: `a_src`, `a_dst` `[N, K]`, `src`, `dst` `[E]`, `negative_slope` float → `α` `[E, K]`.
+    Inputs: `a_src`, `a_dst` `[N, K]`, `src`, `dst` `[E]`, `negative_slope` float → `α` `[K, E]`.
     """
 
     @staticmethod
@@ -340,7 +418,7 @@ class GATEdgeSoftmax(torch.autograd.Function):
         logits = a_src.index_select(0, src) + a_dst.index_select(0, dst)
         positive = logits > 0
         logits = nn.functional.leaky_relu(logits, negative_slope)
-        alpha = softmax(logits, dst, num_nodes=a_src.size(0), dim=0)
+        alpha = softmax(logits, dst, num_nodes=a_src.size(0), dim=0).t().contiguous()
         ctx.save_for_backward(alpha, positive, src, dst)
         ctx.negative_slope, ctx.num_nodes = negative_slope, a_src.size(0)
         return alpha
@@ -349,38 +427,29 @@ class GATEdgeSoftmax(torch.autograd.Function):
     def backward(ctx, grad_alpha: Tensor):
         alpha, positive, src, dst = ctx.saved_tensors
         n = ctx.num_nodes
+        alpha, grad_alpha = alpha.t().contiguous(), grad_alpha.t()  # edge-major again
         weighted = alpha * grad_alpha
         per_target = scatter(weighted, dst, dim=0, dim_size=n, reduce="sum")
         grad_logits = weighted.sub_(alpha * per_target.index_select(0, dst))
         grad_logits = torch.where(positive, grad_logits, grad_logits * ctx.negative_slope)
-        grad_src = scatter(grad_logits, src, dim=0, dim_size=n, reduce="sum") if ctx.needs_input_grad[0] else None
+        grad_src = None
+        if ctx.needs_input_grad[0]:  # index_add_: `src` may be int32 (CSRTopology)
+            grad_src = grad_logits.new_zeros(n, grad_logits.size(1)).index_add_(0, src, grad_logits)
         grad_dst = scatter(grad_logits, dst, dim=0, dim_size=n, reduce="sum") if ctx.needs_input_grad[1] else None
         return grad_src, grad_dst, None, None, None
 
 
-class EdgeDot(torch.autograd.Function):
-    r"""`out[e, k] = ⟨q[t, k], key[s, k]⟩` over a shared edge list (sampled dense–dense product), for the
-    UniMP attention logits, without keeping the gathered `[E, K, C]` queries and keys for the backward
-    pass (autograd through `q[dst] * key[src]` keeps both). Edges are processed in chunks of at most N
-    (`_edge_chunks`); backward: `∂q[t] += ∂out[e] · key[s]`, `∂key[s] += ∂out[e] · q[t]`.
+def _channel_major(x: Tensor, heads: int) -> Tensor:
+    """`[N, B, H·C]` → contiguous `[B·H, N, C]` (channel k = cell b · H + head h)."""
+    n, b, hc = x.shape
+    return x.view(n, b, heads, hc // heads).permute(1, 2, 0, 3).reshape(b * heads, n, hc // heads)
 
-    Inputs: `q`, `key` `[N, K, C]`, `src`, `dst` `[E]` → `[E, K]` (float32 accumulation for bf16/fp16).
-    """
 
-    @staticmethod
-    def forward(ctx, q: Tensor, key: Tensor, src: Tensor, dst: Tensor) -> Tensor:
-        acc = _accumulation_dtype(q.dtype)
-        ctx.save_for_backward(q, key, src, dst)
-        return _edge_dot(q.to(acc), key.to(acc), dst, src).to(q.dtype)
-
-    @staticmethod
-    def backward(ctx, grad_out: Tensor):
-        q, key, src, dst = ctx.saved_tensors
-        acc = _accumulation_dtype(q.dtype)
-        g, n = grad_out.to(acc), q.size(0)
-        grad_q = _weighted_scatter(key.to(acc), g, src, dst, n).to(q.dtype) if ctx.needs_input_grad[0] else None
-        grad_k = _weighted_scatter(q.to(acc), g, dst, src, n).to(key.dtype) if ctx.needs_input_grad[1] else None
-        return grad_q, grad_k, None, None
+def _node_major(x: Tensor, cells: int, concat: bool) -> Tensor:
+    """`[B·H, N, C]` → `[N, B, H·C]` (heads concatenated) or `[N, B, C]` (heads averaged)."""
+    k, n, c = x.shape
+    out = x.view(cells, k // cells, n, c).permute(2, 0, 1, 3)
+    return out.reshape(n, cells, -1) if concat else out.mean(dim=2)
 
 
 def _gat_self_loops(edge_index: Tensor, num_nodes: int) -> Tensor:
@@ -433,28 +502,29 @@ class SharedGATConv(nn.Module):
     def forward(self, x: Tensor, edge_index: Tensor, return_attention_weights: bool = False):
         n, b, _ = x.shape
         h, c = self.heads, self.out_channels
-        x = self.lin(x).view(n, b, h, c)
-        alpha_src = (x * self.att_src).sum(-1)  # [N, B, H]
-        alpha_dst = (x * self.att_dst).sum(-1)
-        edge_index = _TOPOLOGY.get(edge_index, ("gat", n), lambda: _gat_self_loops(edge_index, n))
-        src, dst = edge_index
-        alpha = GATEdgeSoftmax.apply(alpha_src.reshape(n, -1), alpha_dst.reshape(n, -1), src, dst,
-                                     self.negative_slope).view(-1, b, h)  # [E, B, H], per target, cell, head
-        out = self.message_and_aggregate(x, edge_index, nn.functional.dropout(alpha, self.dropout, self.training))
-        out = out.reshape(n, b, h * c) if self.concat else out.mean(dim=2)
+        topology = _TOPOLOGY.get(edge_index, ("gat-csr", n),
+                                  lambda: CSRTopology.from_edge_index(_gat_self_loops(edge_index, n), n))
+        xk = _channel_major(self.lin(x), h)  # [B·H, N, C]
+        per_head = xk.view(b, h, n, c)
+        a_src = (per_head * self.att_src.view(1, h, 1, c)).sum(-1).view(b * h, n).t().contiguous()  # [N, B·H]
+        a_dst = (per_head * self.att_dst.view(1, h, 1, c)).sum(-1).view(b * h, n).t().contiguous()
+        # [B·H, E] in the target-major edge order: per cell and head, per target
+        alpha = GATEdgeSoftmax.apply(a_src, a_dst, topology.src, topology.dst, self.negative_slope)
+        out = self.message_and_aggregate(xk, nn.functional.dropout(alpha, self.dropout, self.training), topology)
+        out = _node_major(out, b, self.concat)
         if self.bias is not None:
             out = out.add_(self.bias)  # in place: the aggregation does not keep its output
         if return_attention_weights:
-            return out, (edge_index, alpha)
+            loops = _gat_self_loops(edge_index, n)  # recomputed: not kept alive for every step
+            return out, (loops, alpha.t().index_select(0, topology.inverse_order).view(-1, b, h))
         return out
 
     @staticmethod
-    def message_and_aggregate(x: Tensor, edge_index: Tensor, alpha: Tensor) -> Tensor:
-        """`out[t] = Σ_{s→t} α[e] · x[s]`: `x` `[N, B, H, C]`, `alpha` `[E, B, H]` → `[N, B, H, C]`
-        (see :class:`WeightedAggregate`: no `[E, B, H, C]` message tensor is kept)."""
-        n, b, h, c = x.shape
-        out = WeightedAggregate.apply(x.reshape(n, b * h, c), alpha.reshape(-1, b * h), edge_index[0], edge_index[1])
-        return out.view(n, b, h, c)
+    def message_and_aggregate(xk: Tensor, alpha: Tensor, topology: CSRTopology) -> Tensor:
+        """`out[k, t] = Σ_{s→t} α[k, e] · x[k, s]`: `xk` `[K, N, C]` (channel-major), `alpha` `[K, E]` in
+        `topology`'s target-major edge order → `[K, N, C]` (see :class:`CSRAggregate`: one sparse product
+        per channel, no `[E, K, C]` message tensor)."""
+        return CSRAggregate.apply(xk, alpha, topology)
 
 
 class SharedTransformerConv(nn.Module):
@@ -493,19 +563,16 @@ class SharedTransformerConv(nn.Module):
     def forward(self, x: Tensor, edge_index: Tensor, return_attention_weights: bool = False):
         n, b, _ = x.shape
         h, c = self.heads, self.out_channels
-        query = self.lin_query(x).view(n, b, h, c)
-        key = self.lin_key(x).view(n, b, h, c)
-        value = self.lin_value(x).view(n, b, h, c)
-        src, dst = edge_index
-        scores = EdgeDot.apply(query.reshape(n, b * h, c), key.reshape(n, b * h, c), src, dst) / math.sqrt(c)
-        alpha = softmax(scores, dst, num_nodes=n, dim=0).view(-1, b, h)  # [E, B, H]
+        topology = _TOPOLOGY.get(edge_index, ("csr", n), lambda: CSRTopology.from_edge_index(edge_index, n))
+        query, key = _channel_major(self.lin_query(x), h), _channel_major(self.lin_key(x), h)  # [B·H, N, C]
+        scores = CSREdgeDot.apply(query, key, topology) / math.sqrt(c)  # [B·H, E], target-major edge order
+        alpha = softmax(scores.t(), topology.dst, num_nodes=n, dim=0).t().contiguous()  # [B·H, E]
         out = SharedGATConv.message_and_aggregate(
-            value, edge_index, nn.functional.dropout(alpha, self.dropout, self.training)
+            _channel_major(self.lin_value(x), h), nn.functional.dropout(alpha, self.dropout, self.training), topology
         )
-        out = out.reshape(n, b, h * c) if self.concat else out.mean(dim=2)
-        out = out + self.lin_skip(x)
+        out = _node_major(out, b, self.concat) + self.lin_skip(x)
         if return_attention_weights:
-            return out, (edge_index, alpha)
+            return out, (edge_index, alpha.t().index_select(0, topology.inverse_order).view(-1, b, h))
         return out
 
 

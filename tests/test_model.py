@@ -83,8 +83,9 @@ def test_shared_layers_match_pyg_per_cell(make):
     torch.manual_seed(0)
     shared, pyg = make()
     _copy_weights(shared, pyg)
-    # 7 nodes with a pre-existing self-loop (2→2) and a node without incoming edges (node 0 only sends).
-    edge_index = torch.tensor([[0, 1, 2, 3, 4, 5, 2, 6], [1, 2, 3, 4, 5, 6, 2, 1]])
+    # 7 nodes with a pre-existing self-loop (2→2), a node without incoming edges (node 0 only sends) and
+    # a duplicated edge (3→4 twice: two messages, as in PyG).
+    edge_index = torch.tensor([[0, 1, 2, 3, 4, 5, 2, 6, 3], [1, 2, 3, 4, 5, 6, 2, 1, 4]])
     x = torch.randn(7, 3, 5, requires_grad=True)  # [N, B, F]
 
     out, (att_index, alpha) = shared(x, edge_index, return_attention_weights=True)
@@ -107,10 +108,10 @@ def test_shared_layers_match_pyg_per_cell(make):
 
 
 @pytest.mark.parametrize("layer_type", LAYER_TYPES)
-def test_shared_layers_match_pyg_when_edges_span_several_chunks(layer_type):
-    """10,000 edges on 150 nodes: the chunked aggregation (chunks of max(N, 4096) edges) must still equal
-    PyG per cell, forward and gradients, and the cached operator must follow in-place edits of the
-    edge tensor (version counter) instead of serving the old topology."""
+def test_shared_layers_match_pyg_on_a_dense_graph(layer_type):
+    """10,000 edges on 150 nodes (about 67 incoming edges per node): the per-channel sparse products
+    must still equal PyG per cell, forward and gradients, and the cached operator must follow in-place
+    edits of the edge tensor (version counter) instead of serving the old topology."""
     torch.manual_seed(1)
     n = 150
     pairs = torch.randperm(n * n)[:10_000]
