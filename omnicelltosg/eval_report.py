@@ -270,8 +270,9 @@ def cross_task_table(task_dirs: list[Path]) -> pd.DataFrame:
             raise FileNotFoundError(f"{folder} lacks {missing}: not a finished `omnicelltosg evaluate` task folder.")
         summary = pd.read_csv(folder / "summary.csv").set_index("model")
         comparison = json.loads((folder / "comparison.json").read_text())
-        ranking = [m for m, _ in comparison.get("ranking", [])]
-        fm = comparison.get("fm")
+        fm = comparison.get("fm")  # absent in tasks run without the FM (e.g. a leak demonstration)
+        ranking = [m for m, _ in comparison.get("ranking", [])] or list(
+            summary["macro_f1_mean"].sort_values(ascending=False).index)
         boot, paired = comparison.get("bootstrap") or {}, comparison.get("paired_t_test") or {}
         level = comparison.get("test_level")
         if level is None and (folder / "results.csv").exists():  # folders written before comparison.json had it
@@ -281,7 +282,9 @@ def cross_task_table(task_dirs: list[Path]) -> pd.DataFrame:
                "runs": int(summary["n_runs"].max()), "fm_macro_f1": comparison.get("fm_macro_f1_mean"),
                "fm_macro_f1_sd": summary.loc[fm, "macro_f1_sd"] if fm in summary.index else np.nan,
                "fm_rank": ranking.index(fm) + 1 if fm in ranking else np.nan, "n_models": len(ranking),
-               "best_other": comparison.get("best_other"), "best_other_macro_f1": comparison.get("best_other_macro_f1_mean"),
+               "best_other": comparison.get("best_other", ranking[0] if fm is None else None),
+               "best_other_macro_f1": comparison.get("best_other_macro_f1_mean",
+                                                     summary.loc[ranking[0], "macro_f1_mean"] if fm is None else None),
                "difference": boot.get("mean_difference"), "ci_low": boot.get("ci_low"), "ci_high": boot.get("ci_high"),
                "paired_p": paired.get("p_value"), "fm_wins": comparison.get("fm_wins")}
         for model in summary.index:
@@ -308,14 +311,20 @@ def write_cross_task_table(task_dirs: list[Path], out: Path) -> tuple[Path, Path
     for _, r in table.iterrows():
         diff = "n/a" if pd.isna(r["difference"]) else f"{r['difference']:+.3f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]"
         p_text = "n/a" if pd.isna(r["paired_p"]) else f"{r['paired_p']:.2g}"
-        lines.append(f"| {r['task']} | {r['test_level']} | {r['runs']} | {_pm(r['fm_macro_f1'], r['fm_macro_f1_sd'])} | "
-                     f"{r['fm_rank']:.0f} of {r['n_models']} | {r['best_other']} ({r['best_other_macro_f1']:.3f}) | {diff} | "
-                     f"{p_text} | {'**yes**' if r['fm_wins'] else 'no'} |")
+        if pd.isna(r["fm_macro_f1"]):  # a task run without the FM
+            fm_text, rank, wins = "not run", "–", "n/a"
+        else:
+            fm_text, rank = _pm(r["fm_macro_f1"], r["fm_macro_f1_sd"]), f"{r['fm_rank']:.0f} of {r['n_models']}"
+            wins = "**yes**" if r["fm_wins"] else "no"
+        lines.append(f"| {r['task']} | {r['test_level']} | {r['runs']} | {fm_text} | {rank} | {r['best_other']} "
+                     f"({r['best_other_macro_f1']:.3f}) | {diff} | {p_text} | {wins} |")
     lines += ["", "## Every model", "", "| task | " + " | ".join(models) + " |", "|---|" + "---|" * len(models)]
     for _, r in table.iterrows():
         lines.append(f"| {r['task']} | " + " | ".join(_pm(r[f'macro_f1[{m}]'], r[f'macro_f1_sd[{m}]']) for m in models) + " |")
-    wins = int(table["fm_wins"].fillna(False).astype(bool).sum())
-    lines += ["", f"CellTOSG-FM has the highest mean test macro-F1 in {wins} of {len(table)} task(s). A test level other "
+    with_fm = table["fm_macro_f1"].notna()
+    wins = int(table.loc[with_fm, "fm_wins"].astype(bool).sum())
+    lines += ["", f"CellTOSG-FM has the highest mean test macro-F1 in {wins} of {int(with_fm.sum())} task(s) it ran in. "
+              "A test level other "
               "than `donor` means test rows share donors with training rows (see each task's report)."]
     tmp = md_path.with_suffix(".tmp")
     tmp.write_text("\n".join(lines) + "\n")
