@@ -793,8 +793,6 @@ def profile_child(spec: dict) -> dict:
 
 
 def profile_gat(args, b: int, tmp: Path, log) -> dict:
-    import torch
-
     gpath = tmp / "graph_A.pt"
     if not gpath.exists():
         prepare_graph("A", gpath, args)

@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 DEFAULTS = {"top_k": 100, "min_leaves": 2, "fdr_threshold": 0.05}
 
