@@ -190,8 +190,7 @@ def group_edge_attention(
         batch_codes = torch.as_tensor(codes[start : start + len(batch_weights)], dtype=torch.long)
         sums.index_add_(0, batch_codes, batch_weights.double())
     counts = np.bincount(codes, minlength=len(labels))
-    means = {label.item() if hasattr(label, "item") else label: (sums[i] / counts[i]).numpy()
-             for i, label in enumerate(labels)}
+    means = {label: (sums[i] / counts[i]).numpy() for i, label in enumerate(labels.tolist())}  # Python keys
     return pairs, means, {label: int(c) for label, c in zip(means, counts)}
 
 
