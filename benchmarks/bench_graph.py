@@ -152,21 +152,31 @@ def mem_available() -> int:
 # ---------------------------------------------------------------------------------------------------------
 
 
+GRAPH_MODULE = "modeling_celltosg.graph"
+
+
+def import_graph_module():
+    """`modeling_celltosg.graph` (and the `attention_kernels` it imports) without running the package's
+    `__init__`, which imports transformers: a bare package object pointing at the source folder stands in
+    for it. This keeps each measurement process's start-up short — it matters for Part B's many fresh
+    trial processes, especially on a GPU machine."""
+    import importlib
+    import types
+
+    if "modeling_celltosg" not in sys.modules:
+        package = types.ModuleType("modeling_celltosg")
+        package.__path__ = [str(ROOT / "modeling_celltosg")]
+        sys.modules["modeling_celltosg"] = package
+    return importlib.import_module(GRAPH_MODULE)
+
+
 def make_stacks(layer: str, impl: str, seed: int):
     """The shared 2-layer stack (always built, from `seed`) and, for impl == 'pyg', a PyG stack with
     copied weights. Returns the module to run."""
-    import importlib.util
-
     import torch
     from torch import nn
 
-    # graph.py is self-contained (torch + torch_geometric only): loading it alone, without the package's
-    # __init__ (which imports transformers), keeps each measurement process's start-up short — this
-    # matters for Part B's many fresh trial processes, especially on a GPU machine.
-    spec = importlib.util.spec_from_file_location("celltosg_graph", ROOT / "modeling_celltosg" / "graph.py")
-    graph = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = graph  # dataclasses look their module up while the class is created
-    spec.loader.exec_module(graph)
+    graph = import_graph_module()
     SharedGATConv, SharedGCNConv = graph.SharedGATConv, graph.SharedGCNConv
 
     class Stack(nn.Module):
@@ -224,7 +234,7 @@ def prep_child(spec: dict) -> dict:
 
 def topology_cache_bytes() -> int:
     """Bytes of the tensors the shared layers cache per topology (graph.py's `_TOPOLOGY`); 0 for PyG."""
-    graph = sys.modules.get("celltosg_graph")
+    graph = sys.modules.get(GRAPH_MODULE)
     if graph is None:
         return 0
     seen, total = set(), 0
@@ -813,7 +823,7 @@ def provenance() -> dict:
     import torch
     import torch_geometric
 
-    graph_py = ROOT / "modeling_celltosg" / "graph.py"
+    sources = [ROOT / "modeling_celltosg" / name for name in ("graph.py", "attention_kernels.py")]
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     except OSError:
@@ -821,7 +831,7 @@ def provenance() -> dict:
     return {
         "torch": torch.__version__, "torch_geometric": torch_geometric.__version__, "python": platform.python_version(),
         "cpu_count": os.cpu_count(), "git_commit": commit,
-        "graph_py_sha256": hashlib.sha256(graph_py.read_bytes()).hexdigest()[:16],
+        "graph_py_sha256": hashlib.sha256(b"".join(p.read_bytes() for p in sources)).hexdigest()[:16],
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor() or "cpu",
     }

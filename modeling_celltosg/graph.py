@@ -8,10 +8,13 @@ messages flow 0 → 1, and self-loops are handled as by the matching PyG layer's
 
 Layers: [`SharedGCNConv`] (Kipf & Welling 2017), [`SharedGATConv`] (Veličković et al. 2018) and
 [`SharedTransformerConv`] (UniMP, Shi et al. 2021). Each matches its PyG counterpart (`GCNConv`,
-`GATConv`, `TransformerConv` with default arguments) applied to every cell separately. The attention
-layers work channel-major inside (`[B·H, N, C]`, one channel per cell and head): each channel's
-aggregation is a CSR sparse–dense product and the UniMP logits / attention gradients are sampled
-dense–dense products ([`CSRAggregate`], [`CSREdgeDot`]).
+`GATConv`, `TransformerConv` with default arguments) applied to every cell separately. On CPU the
+attention layers run fused numba kernels ([`attention_kernels`]) over node-major `[N, B·H, C]` features:
+scores, softmax and aggregation per target in one pass over the target-major CSR, backward in one pass
+over targets and one over sources ([`FusedGATAttention`], [`FusedDotAttention`]). On other devices (CUDA)
+they work channel-major (`[B·H, N, C]`, one channel per cell and head): each channel's aggregation is a
+CSR sparse–dense product and the UniMP logits / attention gradients are sampled dense–dense products
+([`CSRAggregate`], [`CSREdgeDot`]).
 """
 
 from __future__ import annotations
@@ -24,6 +27,17 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor, nn
 from torch_geometric.utils import add_remaining_self_loops, add_self_loops, remove_self_loops, scatter, softmax
+
+from .attention_kernels import (
+    dot_backward_sources,
+    dot_backward_targets,
+    dot_scores,
+    gat_backward_sources,
+    gat_backward_targets,
+    gat_scores,
+    normalize_aggregate,
+    set_threads,
+)
 
 
 @dataclass
@@ -168,20 +182,29 @@ def _csr_by(rows: Tensor, cols: Tensor, num_nodes: int) -> tuple[Tensor, Tensor,
 
 
 def _spmm(crow: Tensor, col: Tensor, values: Tensor, dense: Tensor) -> Tensor:
-    """`A @ dense` for the CSR matrix `A` (`[N, N]`, pattern `crow`/`col`, `values` [E]); dense `[N, C]`."""
-    dtype = dense.dtype
-    if dtype in (torch.bfloat16, torch.float16) or values.dtype != dtype:
-        # CPU sparse kernels have no bf16/fp16 path (mixed precision): accumulate in float32
-        values, dense = values.float(), dense.float()
+    """`A @ dense` for the CSR matrix `A` (`[N, N]`, pattern `crow`/`col`, `values` [E]): `dense` `[N, ...]`
+    (trailing dimensions flattened for the product) → a new tensor of `dense`'s shape and dtype that is not
+    a view, so callers may modify it in place without autograd copying a base tensor (`CopySlices`)."""
+    dtype, out = dense.dtype, torch.empty_like(dense, memory_format=torch.contiguous_format)
+    flat, out_flat = dense.reshape(dense.size(0), -1), out.view(dense.size(0), -1)
+    reduced = dtype in (torch.bfloat16, torch.float16)
+    if reduced:  # CPU sparse kernels have no bf16/fp16 path (mixed precision): accumulate in float32
+        values, flat = values.float(), flat.float()
+    else:
+        values = values.to(dtype)
     with warnings.catch_warnings(), torch.autocast(dense.device.type, enabled=False):
         warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta" is not actionable here
         a = torch.sparse_csr_tensor(crow, col, values, (crow.numel() - 1, dense.size(0)), check_invariants=False)
-        return (a @ dense).to(dtype)
+        if reduced:
+            out_flat.copy_(a @ flat)
+        else:
+            torch.mm(a, flat, out=out_flat)
+    return out
 
 
 class _ConstantSparseProduct(torch.autograd.Function):
     """`out = A @ x` for a constant CSR matrix `A` given with its transpose: backward is `Aᵀ @ ∂out`
-    (no gradient w.r.t. `A`). `x` `[N, C]`; `A` as (crow, col, values), `Aᵀ` likewise."""
+    (no gradient w.r.t. `A`). `x` `[N, ...]` → same shape; `A` as (crow, col, values), `Aᵀ` likewise."""
 
     @staticmethod
     def forward(ctx, x, crow, col, values, crow_t, col_t, values_t):
@@ -256,10 +279,8 @@ class SharedGCNConv(nn.Module):
     @staticmethod
     def message_and_aggregate(x: Tensor, operator: tuple) -> Tensor:
         """`out[t] = Σ_{s→t} norm · x[s]` as one sparse product over all cells."""
-        n, b, f = x.shape
         (crow, col, values), (crow_t, col_t, values_t) = operator[2], operator[3]
-        out = _ConstantSparseProduct.apply(x.reshape(n, b * f), crow, col, values, crow_t, col_t, values_t)
-        return out.view(n, b, f)
+        return _ConstantSparseProduct.apply(x, crow, col, values, crow_t, col_t, values_t)
 
 
 def _accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -439,6 +460,120 @@ class GATEdgeSoftmax(torch.autograd.Function):
         return grad_src, grad_dst, None, None, None
 
 
+def _as_array(t: Tensor):
+    """Zero-copy numpy view of a CPU tensor (no autograd history)."""
+    return t.detach().numpy()
+
+
+def _dropout_keep(alpha_shape: tuple, p: float, training: bool, like: Tensor) -> Tensor:
+    """Inverted-dropout multipliers for the attention weights (`0` or `1/(1-p)`, shape `[E, K]`), or an
+    empty `[0, 0]` tensor (no dropout) — the `keep` argument of the fused kernels."""
+    if not training or p == 0.0:
+        return like.new_empty(0, 0)
+    return torch.empty(alpha_shape, dtype=like.dtype).bernoulli_(1.0 - p).div_(1.0 - p)
+
+
+def _normalize_aggregate(ctx, shifted_scores: Tensor, value: Tensor, keep: Tensor, topology: CSRTopology,
+                         cells: int):
+    """Softmax of max-shifted scores `[E, K]` (torch `exp_`, then [`normalize_aggregate`])
+    and the aggregation of `value` `[N, K, C]` → (`out` `[N, B, K/B·C]` with `B = cells`, heads
+    concatenated — allocated in that shape, not a view, so the layer can add its bias in place without
+    autograd copying a base tensor — and α `[E, K]`, not differentiable)."""
+    n, k, c = value.shape
+    alpha = shifted_scores.exp_()  # normalised in place by the kernel
+    out = value.new_empty(n, cells, k // cells * c)
+    normalize_aggregate(_as_array(topology.crow), _as_array(topology.src), _as_array(alpha),
+                                _as_array(value), _as_array(keep), _as_array(out.view(n, k, c)))
+    ctx.mark_non_differentiable(alpha)
+    return out, alpha
+
+
+class FusedGATAttention(torch.autograd.Function):
+    r"""GAT attention and aggregation for K channels on CPU, fused ([`attention_kernels`]):
+    `α[e, k] = softmax_{e → t}(LeakyReLU(a_src[s, k] + a_dst[t, k]))`, `out[t, k] = Σ_e α[e, k] keep[e, k]
+    h[s, k]`. Node-major inputs `h` `[N, K, C]`, `a_src`, `a_dst` `[N, K]`, `keep` `[E, K]` or `[0, 0]`
+    (dropout), `topology` ([`CSRTopology`]), `negative_slope`, `cells` B → `out` `[N, B, K/B·C]` and `α`
+    `[E, K]` (target-major edge order,
+    not differentiable). Only `h`, `a_src`, `a_dst` and `α` are kept for the backward pass (the
+    LeakyReLU branch is recomputed), which is two passes: over targets, then over sources.
+    float32 or float64, contiguous.
+    """
+
+    @staticmethod
+    def forward(ctx, h, a_src, a_dst, keep, topology, negative_slope, cells):
+        set_threads(torch.get_num_threads())
+        scores = h.new_empty(topology.src.numel(), h.size(1))
+        gat_scores(_as_array(topology.crow), _as_array(topology.src), _as_array(a_src), _as_array(a_dst),
+                           negative_slope, _as_array(scores))
+        out, alpha = _normalize_aggregate(ctx, scores, h, keep, topology, cells)
+        ctx.save_for_backward(h, a_src, a_dst, alpha, keep)
+        ctx.topology, ctx.negative_slope = topology, negative_slope
+        return out, alpha
+
+    @staticmethod
+    def backward(ctx, grad_out, _grad_alpha):
+        h, a_src, a_dst, alpha, keep = ctx.saved_tensors
+        topo, grad_out = ctx.topology, grad_out.contiguous().view(h.shape)
+        set_threads(torch.get_num_threads())
+        grad_logits, grad_dst = torch.empty_like(alpha), torch.empty_like(a_dst)
+        gat_backward_targets(_as_array(topo.crow), _as_array(topo.src), _as_array(alpha), _as_array(keep),
+                                     _as_array(h), _as_array(grad_out), _as_array(a_src), _as_array(a_dst),
+                                     ctx.negative_slope, _as_array(grad_logits), _as_array(grad_dst))
+        grad_h, grad_src = torch.empty_like(h), torch.empty_like(a_src)
+        gat_backward_sources(_as_array(topo.crow_t), _as_array(topo.col_t), _as_array(topo.order_t),
+                                     _as_array(alpha), _as_array(keep), _as_array(grad_out),
+                                     _as_array(grad_logits), _as_array(grad_h), _as_array(grad_src))
+        return grad_h, grad_src, grad_dst, None, None, None, None
+
+
+class FusedDotAttention(torch.autograd.Function):
+    r"""Transformer (UniMP) attention and aggregation for K channels on CPU, fused
+    ([`attention_kernels`]): `α[e, k] = softmax_{e → t}(scale · ⟨query[t, k], key[s, k]⟩)`,
+    `out[t, k] = Σ_e α[e, k] keep[e, k] value[s, k]`. Node-major `query`, `key`, `value` `[N, K, C]`,
+    `keep` `[E, K]` or `[0, 0]`, `topology`, `scale`, `cells` B → `out` `[N, B, K/B·C]`, `α` `[E, K]` (not
+    differentiable).
+    Backward: `∂query[t] = Σ_e ∂score[e] key[s]` (target pass), `∂key[s] = Σ_e ∂score[e] query[t]` and
+    `∂value` (source pass).
+    """
+
+    @staticmethod
+    def forward(ctx, query, key, value, keep, topology, scale, cells):
+        set_threads(torch.get_num_threads())
+        scores = query.new_empty(topology.src.numel(), query.size(1))
+        dot_scores(_as_array(topology.crow), _as_array(topology.src), _as_array(query), _as_array(key),
+                           scale, _as_array(scores))
+        out, alpha = _normalize_aggregate(ctx, scores, value, keep, topology, cells)
+        ctx.save_for_backward(query, key, value, alpha, keep)
+        ctx.topology, ctx.scale = topology, scale
+        return out, alpha
+
+    @staticmethod
+    def backward(ctx, grad_out, _grad_alpha):
+        query, key, value, alpha, keep = ctx.saved_tensors
+        topo, grad_out = ctx.topology, grad_out.contiguous().view(value.shape)
+        set_threads(torch.get_num_threads())
+        grad_scores, grad_query = torch.empty_like(alpha), torch.empty_like(query)
+        dot_backward_targets(_as_array(topo.crow), _as_array(topo.src), _as_array(alpha), _as_array(keep),
+                                     _as_array(value), _as_array(grad_out), _as_array(key), ctx.scale,
+                                     _as_array(grad_scores), _as_array(grad_query))
+        grad_value, grad_key = torch.empty_like(value), torch.empty_like(key)
+        dot_backward_sources(_as_array(topo.crow_t), _as_array(topo.col_t), _as_array(topo.order_t),
+                                     _as_array(alpha), _as_array(keep), _as_array(grad_out),
+                                     _as_array(grad_scores), _as_array(query), _as_array(grad_value),
+                                     _as_array(grad_key))
+        return grad_query, grad_key, grad_value, None, None, None, None
+
+
+FUSED_CPU_ATTENTION = True
+"""Whether the attention layers use the fused numba kernels for CPU inputs (default). `False` sends CPU
+inputs down the channel-major torch path that CUDA inputs always take (used to test that path on CPU)."""
+
+
+def _fused(x: Tensor) -> bool:
+    """Whether the fused numba kernels serve this input: CPU tensors (CUDA uses the torch path)."""
+    return FUSED_CPU_ATTENTION and x.device.type == "cpu"
+
+
 def _channel_major(x: Tensor, heads: int) -> Tensor:
     """`[N, B, H·C]` → contiguous `[B·H, N, C]` (channel k = cell b · H + head h)."""
     n, b, hc = x.shape
@@ -501,9 +636,41 @@ class SharedGATConv(nn.Module):
 
     def forward(self, x: Tensor, edge_index: Tensor, return_attention_weights: bool = False):
         n, b, _ = x.shape
-        h, c = self.heads, self.out_channels
+        h = self.heads
         topology = _TOPOLOGY.get(edge_index, ("gat-csr", n),
                                   lambda: CSRTopology.from_edge_index(_gat_self_loops(edge_index, n), n))
+        if _fused(x):
+            out, alpha = self._fused_forward(x, topology)
+        else:
+            out, alpha = self._channel_major_forward(x, topology)
+        if self.bias is not None:
+            out = out.add_(self.bias)  # in place: the aggregation does not keep its output
+        if return_attention_weights:
+            loops = _gat_self_loops(edge_index, n)  # recomputed: not kept alive for every step
+            return out, (loops, alpha.index_select(0, topology.inverse_order).view(-1, b, h))
+        return out
+
+    def _fused_forward(self, x: Tensor, topology: CSRTopology) -> tuple[Tensor, Tensor]:
+        """CPU: node-major `[N, B·H, C]` features through [`FusedGATAttention`] → (`[N, B, ·]`, α `[E, B·H]`)."""
+        n, b, _ = x.shape
+        h, c = self.heads, self.out_channels
+        acc = _accumulation_dtype(x.dtype)
+        hk = self.lin(x).to(acc).reshape(n, b * h, c)  # [N, K, C], k = cell · H + head
+        # a_src and a_dst of every head in one matrix product: block-diagonal [H·C, 2H] attention vectors
+        att = torch.cat([torch.block_diag(*self.att_src.to(acc).view(h, c, 1)),
+                         torch.block_diag(*self.att_dst.to(acc).view(h, c, 1))], dim=1)
+        logits = (hk.view(n * b, h * c) @ att).to(acc).view(n, b, 2, h)  # autocast may give bf16
+        a_src = logits[:, :, 0].reshape(n, b * h).contiguous()
+        a_dst = logits[:, :, 1].reshape(n, b * h).contiguous()
+        keep = _dropout_keep((topology.src.numel(), b * h), self.dropout, self.training, hk)
+        out, alpha = FusedGATAttention.apply(hk, a_src, a_dst, keep, topology, self.negative_slope, b)
+        out = out if self.concat else out.view(n, b, h, c).mean(dim=2)
+        return out.to(x.dtype), alpha
+
+    def _channel_major_forward(self, x: Tensor, topology: CSRTopology) -> tuple[Tensor, Tensor]:
+        """CUDA (any non-CPU device): channel-major `[B·H, N, C]` torch path → (`[N, B, ·]`, α `[E, B·H]`)."""
+        n, b, _ = x.shape
+        h, c = self.heads, self.out_channels
         xk = _channel_major(self.lin(x), h)  # [B·H, N, C]
         per_head = xk.view(b, h, n, c)
         a_src = (per_head * self.att_src.view(1, h, 1, c)).sum(-1).view(b * h, n).t().contiguous()  # [N, B·H]
@@ -511,13 +678,7 @@ class SharedGATConv(nn.Module):
         # [B·H, E] in the target-major edge order: per cell and head, per target
         alpha = GATEdgeSoftmax.apply(a_src, a_dst, topology.src, topology.dst, self.negative_slope)
         out = self.message_and_aggregate(xk, nn.functional.dropout(alpha, self.dropout, self.training), topology)
-        out = _node_major(out, b, self.concat)
-        if self.bias is not None:
-            out = out.add_(self.bias)  # in place: the aggregation does not keep its output
-        if return_attention_weights:
-            loops = _gat_self_loops(edge_index, n)  # recomputed: not kept alive for every step
-            return out, (loops, alpha.t().index_select(0, topology.inverse_order).view(-1, b, h))
-        return out
+        return _node_major(out, b, self.concat), alpha.t()
 
     @staticmethod
     def message_and_aggregate(xk: Tensor, alpha: Tensor, topology: CSRTopology) -> Tensor:
@@ -564,15 +725,25 @@ class SharedTransformerConv(nn.Module):
         n, b, _ = x.shape
         h, c = self.heads, self.out_channels
         topology = _TOPOLOGY.get(edge_index, ("csr", n), lambda: CSRTopology.from_edge_index(edge_index, n))
-        query, key = _channel_major(self.lin_query(x), h), _channel_major(self.lin_key(x), h)  # [B·H, N, C]
-        scores = CSREdgeDot.apply(query, key, topology) / math.sqrt(c)  # [B·H, E], target-major edge order
-        alpha = softmax(scores.t(), topology.dst, num_nodes=n, dim=0).t().contiguous()  # [B·H, E]
-        out = SharedGATConv.message_and_aggregate(
-            _channel_major(self.lin_value(x), h), nn.functional.dropout(alpha, self.dropout, self.training), topology
-        )
-        out = _node_major(out, b, self.concat) + self.lin_skip(x)
+        if _fused(x):
+            acc = _accumulation_dtype(x.dtype)
+            query, key, value = (lin(x).to(acc).reshape(n, b * h, c) for lin in (self.lin_query, self.lin_key,
+                                                                               self.lin_value))
+            keep = _dropout_keep((topology.src.numel(), b * h), self.dropout, self.training, query)
+            out, alpha = FusedDotAttention.apply(query, key, value, keep, topology, 1.0 / math.sqrt(c), b)
+            out = (out if self.concat else out.view(n, b, h, c).mean(dim=2)).to(x.dtype)
+        else:  # channel-major torch path (CUDA)
+            query, key = _channel_major(self.lin_query(x), h), _channel_major(self.lin_key(x), h)  # [B·H, N, C]
+            scores = CSREdgeDot.apply(query, key, topology) / math.sqrt(c)  # [B·H, E], target-major edge order
+            alpha = softmax(scores.t(), topology.dst, num_nodes=n, dim=0)  # [E, B·H]
+            out = SharedGATConv.message_and_aggregate(
+                _channel_major(self.lin_value(x), h),
+                nn.functional.dropout(alpha.t().contiguous(), self.dropout, self.training), topology,
+            )
+            out = _node_major(out, b, self.concat)
+        out = out + self.lin_skip(x)
         if return_attention_weights:
-            return out, (edge_index, alpha.t().index_select(0, topology.inverse_order).view(-1, b, h))
+            return out, (edge_index, alpha.index_select(0, topology.inverse_order).view(-1, b, h))
         return out
 
 

@@ -2,6 +2,7 @@
 
 import gzip
 import json
+import math
 import os
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from modeling_celltosg import (
     SharedTransformerConv,
     TOSGGraph,
 )
+from modeling_celltosg import graph as graph_module
 from modeling_celltosg.training import finetune, pretrain, sample_negative_edges, split_ppi_edges
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -79,7 +81,11 @@ def _copy_weights(shared, pyg):
     ],
     ids=LAYER_TYPES,
 )
-def test_shared_layers_match_pyg_per_cell(make):
+@pytest.mark.parametrize("fused", [True, False], ids=["fused-cpu-kernels", "torch-path"])
+def test_shared_layers_match_pyg_per_cell(make, fused, monkeypatch):
+    """Both attention paths: the fused numba kernels (CPU default) and the channel-major torch path
+    (what CUDA inputs take; forced here on CPU)."""
+    monkeypatch.setattr(graph_module, "FUSED_CPU_ATTENTION", fused)
     torch.manual_seed(0)
     shared, pyg = make()
     _copy_weights(shared, pyg)
@@ -108,10 +114,12 @@ def test_shared_layers_match_pyg_per_cell(make):
 
 
 @pytest.mark.parametrize("layer_type", LAYER_TYPES)
-def test_shared_layers_match_pyg_on_a_dense_graph(layer_type):
-    """10,000 edges on 150 nodes (about 67 incoming edges per node): the per-channel sparse products
-    must still equal PyG per cell, forward and gradients, and the cached operator must follow in-place
-    edits of the edge tensor (version counter) instead of serving the old topology."""
+@pytest.mark.parametrize("fused", [True, False], ids=["fused-cpu-kernels", "torch-path"])
+def test_shared_layers_match_pyg_on_a_dense_graph(layer_type, fused, monkeypatch):
+    """10,000 edges on 150 nodes (about 67 incoming edges per node): both attention paths must still
+    equal PyG per cell, forward and gradients, and the cached operator must follow in-place edits of the
+    edge tensor (version counter) instead of serving the old topology."""
+    monkeypatch.setattr(graph_module, "FUSED_CPU_ATTENTION", fused)
     torch.manual_seed(1)
     n = 150
     pairs = torch.randperm(n * n)[:10_000]
@@ -143,6 +151,51 @@ def test_shared_layers_match_pyg_on_a_dense_graph(layer_type):
 # ---------------------------------------------------------------------------------------------------------
 # Message direction: transcript → protein
 # ---------------------------------------------------------------------------------------------------------
+
+
+def _dropout_reference(kind, inputs, keep, edge_index, n, scale_or_slope):
+    """Independent float64 computation of the fused attention with a fixed dropout mask: PyG's `softmax`
+    over edges, then `Σ α · keep · value` with `index_add_` (per channel, in the original edge order)."""
+    from torch_geometric.utils import softmax
+
+    src, dst = edge_index
+    if kind == "gat":
+        h, a_src, a_dst = inputs
+        scores = torch.nn.functional.leaky_relu(a_src[src] + a_dst[dst], scale_or_slope)
+        value = h
+    else:
+        query, key, value = inputs
+        scores = (query[dst] * key[src]).sum(-1) * scale_or_slope
+    alpha = softmax(scores, dst, num_nodes=n)
+    return torch.zeros_like(value).index_add_(0, dst, (alpha * keep).unsqueeze(-1) * value[src])
+
+
+@pytest.mark.parametrize("kind", ["gat", "transformer"])
+def test_fused_attention_kernels_with_dropout_mask_match_reference_and_gradcheck(kind):
+    """The fused CPU kernels with a dropout mask: forward equals an independent computation, and the
+    hand-written backward passes `torch.autograd.gradcheck` (float64 finite differences) for every input."""
+    g = torch.Generator().manual_seed(3)
+    n, cells, heads, c = 6, 2, 2, 3
+    k = cells * heads
+    edge_index = torch.tensor([[0, 1, 2, 3, 4, 5, 2, 0, 3, 5], [1, 2, 3, 4, 5, 0, 2, 3, 4, 1]])
+    topology = graph_module.CSRTopology.from_edge_index(edge_index, n)
+    keep_original = (torch.rand(edge_index.size(1), k, generator=g, dtype=torch.float64) > 0.3).double() / 0.7
+    keep = keep_original[topology.inverse_order.long().argsort()]  # original edge order → target-major order
+    assert torch.equal(keep.index_select(0, topology.inverse_order), keep_original)
+    if kind == "gat":
+        inputs = (torch.randn(n, k, c, generator=g, dtype=torch.float64), torch.randn(n, k, generator=g,
+                  dtype=torch.float64), torch.randn(n, k, generator=g, dtype=torch.float64))
+        fn, extra = graph_module.FusedGATAttention, 0.2
+    else:
+        inputs = tuple(torch.randn(n, k, c, generator=g, dtype=torch.float64) for _ in range(3))
+        fn, extra = graph_module.FusedDotAttention, 1 / math.sqrt(c)
+    inputs = tuple(t.requires_grad_() for t in inputs)
+
+    out, alpha = fn.apply(*inputs, keep, topology, extra, cells)
+    expected = _dropout_reference(kind, inputs, keep_original, edge_index, n, extra)
+    torch.testing.assert_close(out.view(n, k, c), expected)
+    assert torch.count_nonzero(keep_original == 0) > 0  # the mask really drops something
+    assert torch.autograd.gradcheck(lambda *xs: fn.apply(*xs, keep, topology, extra, cells)[0], inputs)
 
 
 @pytest.mark.parametrize("layer_type", LAYER_TYPES)
