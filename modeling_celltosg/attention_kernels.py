@@ -50,6 +50,15 @@ def _shift_by_row_max(scores, lo, hi, row_max):  # pragma: no cover - compiled
             scores[e, k] -= row_max[k]
 
 
+@njit(**dict(_INLINE, fastmath={"reassoc", "contract"}))
+def _channel_dot(left, t, right, s, k):  # pragma: no cover - compiled
+    """`⟨left[t, k, :], right[s, k, :]⟩`: the dot product of one channel's C features of two nodes."""
+    acc = 0.0
+    for c in range(left.shape[2]):
+        acc += left[t, k, c] * right[s, k, c]
+    return acc
+
+
 @njit(**_JIT)
 def gat_scores(crow, src, a_src, a_dst, negative_slope, out):  # pragma: no cover - compiled
     """GAT logits `z[e, k] = LeakyReLU(a_src[s, k] + a_dst[t, k])`, minus their max over each target's
@@ -69,16 +78,13 @@ def gat_scores(crow, src, a_src, a_dst, negative_slope, out):  # pragma: no cove
 def dot_scores(crow, src, query, key, scale, out):  # pragma: no cover - compiled
     """Transformer logits `scale · ⟨query[t, k], key[s, k]⟩`, minus their max over each target's
     incoming edges: `query`, `key` `[N, K, C]` → `out` `[E, K]` in place."""
-    n, k_count, c_count = query.shape
+    n, k_count = query.shape[0], query.shape[1]
     for t in prange(n):
         lo, hi = crow[t], crow[t + 1]
         for e in range(lo, hi):
             s = src[e]
             for k in range(k_count):
-                acc = 0.0
-                for c in range(c_count):
-                    acc += query[t, k, c] * key[s, k, c]
-                out[e, k] = acc * scale
+                out[e, k] = _channel_dot(query, t, key, s, k) * scale
         _shift_by_row_max(out, lo, hi, np.empty(k_count, dtype=out.dtype))
 
 
@@ -123,16 +129,14 @@ def normalize_aggregate(crow, src, weight, value, keep, out):  # pragma: no cove
 def _softmax_grad_row(t, lo, hi, src, alpha, keep, value, grad_out, grad_scores, dot):  # pragma: no cover
     """For target `t`'s edges `lo:hi`: `∂α[e, k] = keep[e, k] · ⟨∂out[t, k], value[s, k]⟩`, then the
     softmax gradient `∂score[e, k] = α[e, k] (∂α[e, k] − Σ_{e'} α[e', k] ∂α[e', k])` into `grad_scores`."""
-    k_count, c_count = grad_out.shape[1], grad_out.shape[2]
+    k_count = grad_out.shape[1]
     masked = keep.shape[0] > 0
     for k in range(k_count):
         dot[k] = 0.0
     for e in range(lo, hi):
         s = src[e]
         for k in range(k_count):
-            acc = 0.0
-            for c in range(c_count):
-                acc += grad_out[t, k, c] * value[s, k, c]
+            acc = _channel_dot(grad_out, t, value, s, k)
             if masked:
                 acc *= keep[e, k]
             grad_scores[e, k] = acc
@@ -188,20 +192,21 @@ def dot_backward_targets(crow, src, alpha, keep, value, grad_out, key, scale, gr
 
 
 @njit(**_INLINE)
-def _gather_value_grad(s, lo, hi, col_t, order_t, alpha, keep, grad_out, grad_value):  # pragma: no cover
-    """`∂value[s, k] = Σ_{e: s → t} α[e, k] · keep[e, k] · ∂out[t, k]` over source `s`'s out-edges `lo:hi`
-    of the transposed CSR."""
-    k_count, c_count = grad_out.shape[1], grad_out.shape[2]
+def _gather_from_targets(s, lo, hi, col_t, order_t, weight, keep, feature, out):  # pragma: no cover
+    """`out[s, k] = Σ_{e: s → t} weight[e, k] · keep[e, k] · feature[t, k]` over source `s`'s out-edges
+    `lo:hi` of the transposed CSR (`keep` of shape `[0, ·]`: no mask) — e.g. `∂value[s]` from `α` and
+    `∂out`."""
+    k_count, c_count = feature.shape[1], feature.shape[2]
     masked = keep.shape[0] > 0
     for k in range(k_count):
         for c in range(c_count):
-            grad_value[s, k, c] = 0.0
+            out[s, k, c] = 0.0
     for j in range(lo, hi):
         e, t = order_t[j], col_t[j]
         for k in range(k_count):
-            w = alpha[e, k] * keep[e, k] if masked else alpha[e, k]
+            w = weight[e, k] * keep[e, k] if masked else weight[e, k]
             for c in range(c_count):
-                grad_value[s, k, c] += w * grad_out[t, k, c]
+                out[s, k, c] += w * feature[t, k, c]
 
 
 @njit(**_JIT)
@@ -212,7 +217,7 @@ def gat_backward_sources(crow_t, col_t, order_t, alpha, keep, grad_out, grad_log
     n, k_count = grad_a_src.shape
     for s in prange(n):
         lo, hi = crow_t[s], crow_t[s + 1]
-        _gather_value_grad(s, lo, hi, col_t, order_t, alpha, keep, grad_out, grad_value)
+        _gather_from_targets(s, lo, hi, col_t, order_t, alpha, keep, grad_out, grad_value)
         for k in range(k_count):
             grad_a_src[s, k] = 0.0
         for j in range(lo, hi):
@@ -226,19 +231,10 @@ def dot_backward_sources(crow_t, col_t, order_t, alpha, keep, grad_out, grad_sco
                          grad_key):  # pragma: no cover - compiled
     """Transformer backward, source side (transposed CSR): `∂value[s]` → `grad_value` and `∂key[s, k] =
     Σ_{e: s → t} ∂score[e, k] · query[t, k]` → `grad_key` (both `[N, K, C]`, in place)."""
-    n, k_count, c_count = grad_key.shape
-    for s in prange(n):
+    for s in prange(grad_key.shape[0]):
         lo, hi = crow_t[s], crow_t[s + 1]
-        _gather_value_grad(s, lo, hi, col_t, order_t, alpha, keep, grad_out, grad_value)
-        for k in range(k_count):
-            for c in range(c_count):
-                grad_key[s, k, c] = 0.0
-        for j in range(lo, hi):
-            e, t = order_t[j], col_t[j]
-            for k in range(k_count):
-                g = grad_scores[e, k]
-                for c in range(c_count):
-                    grad_key[s, k, c] += g * query[t, k, c]
+        _gather_from_targets(s, lo, hi, col_t, order_t, alpha, keep, grad_out, grad_value)
+        _gather_from_targets(s, lo, hi, col_t, order_t, grad_scores, keep[:0], query, grad_key)
 
 
 def set_threads(count: int) -> None:

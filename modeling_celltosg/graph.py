@@ -483,7 +483,7 @@ def _normalize_aggregate(ctx, shifted_scores: Tensor, value: Tensor, keep: Tenso
     alpha = shifted_scores.exp_()  # normalised in place by the kernel
     out = value.new_empty(n, cells, k // cells * c)
     normalize_aggregate(_as_array(topology.crow), _as_array(topology.src), _as_array(alpha),
-                                _as_array(value), _as_array(keep), _as_array(out.view(n, k, c)))
+                        _as_array(value), _as_array(keep), _as_array(out.view(n, k, c)))
     ctx.mark_non_differentiable(alpha)
     return out, alpha
 
@@ -493,10 +493,9 @@ class FusedGATAttention(torch.autograd.Function):
     `α[e, k] = softmax_{e → t}(LeakyReLU(a_src[s, k] + a_dst[t, k]))`, `out[t, k] = Σ_e α[e, k] keep[e, k]
     h[s, k]`. Node-major inputs `h` `[N, K, C]`, `a_src`, `a_dst` `[N, K]`, `keep` `[E, K]` or `[0, 0]`
     (dropout), `topology` ([`CSRTopology`]), `negative_slope`, `cells` B → `out` `[N, B, K/B·C]` and `α`
-    `[E, K]` (target-major edge order,
-    not differentiable). Only `h`, `a_src`, `a_dst` and `α` are kept for the backward pass (the
-    LeakyReLU branch is recomputed), which is two passes: over targets, then over sources.
-    float32 or float64, contiguous.
+    `[E, K]` (target-major edge order, not differentiable). Only `h`, `a_src`, `a_dst` and `α` are kept
+    for the backward pass (the LeakyReLU branch is recomputed), which is two passes: over targets, then
+    over sources. float32 or float64, contiguous.
     """
 
     @staticmethod
@@ -504,7 +503,7 @@ class FusedGATAttention(torch.autograd.Function):
         set_threads(torch.get_num_threads())
         scores = h.new_empty(topology.src.numel(), h.size(1))
         gat_scores(_as_array(topology.crow), _as_array(topology.src), _as_array(a_src), _as_array(a_dst),
-                           negative_slope, _as_array(scores))
+                   negative_slope, _as_array(scores))
         out, alpha = _normalize_aggregate(ctx, scores, h, keep, topology, cells)
         ctx.save_for_backward(h, a_src, a_dst, alpha, keep)
         ctx.topology, ctx.negative_slope = topology, negative_slope
@@ -517,12 +516,12 @@ class FusedGATAttention(torch.autograd.Function):
         set_threads(torch.get_num_threads())
         grad_logits, grad_dst = torch.empty_like(alpha), torch.empty_like(a_dst)
         gat_backward_targets(_as_array(topo.crow), _as_array(topo.src), _as_array(alpha), _as_array(keep),
-                                     _as_array(h), _as_array(grad_out), _as_array(a_src), _as_array(a_dst),
-                                     ctx.negative_slope, _as_array(grad_logits), _as_array(grad_dst))
+                             _as_array(h), _as_array(grad_out), _as_array(a_src), _as_array(a_dst),
+                             ctx.negative_slope, _as_array(grad_logits), _as_array(grad_dst))
         grad_h, grad_src = torch.empty_like(h), torch.empty_like(a_src)
         gat_backward_sources(_as_array(topo.crow_t), _as_array(topo.col_t), _as_array(topo.order_t),
-                                     _as_array(alpha), _as_array(keep), _as_array(grad_out),
-                                     _as_array(grad_logits), _as_array(grad_h), _as_array(grad_src))
+                             _as_array(alpha), _as_array(keep), _as_array(grad_out),
+                             _as_array(grad_logits), _as_array(grad_h), _as_array(grad_src))
         return grad_h, grad_src, grad_dst, None, None, None, None
 
 
@@ -541,7 +540,7 @@ class FusedDotAttention(torch.autograd.Function):
         set_threads(torch.get_num_threads())
         scores = query.new_empty(topology.src.numel(), query.size(1))
         dot_scores(_as_array(topology.crow), _as_array(topology.src), _as_array(query), _as_array(key),
-                           scale, _as_array(scores))
+                   scale, _as_array(scores))
         out, alpha = _normalize_aggregate(ctx, scores, value, keep, topology, cells)
         ctx.save_for_backward(query, key, value, alpha, keep)
         ctx.topology, ctx.scale = topology, scale
@@ -554,13 +553,13 @@ class FusedDotAttention(torch.autograd.Function):
         set_threads(torch.get_num_threads())
         grad_scores, grad_query = torch.empty_like(alpha), torch.empty_like(query)
         dot_backward_targets(_as_array(topo.crow), _as_array(topo.src), _as_array(alpha), _as_array(keep),
-                                     _as_array(value), _as_array(grad_out), _as_array(key), ctx.scale,
-                                     _as_array(grad_scores), _as_array(grad_query))
+                             _as_array(value), _as_array(grad_out), _as_array(key), ctx.scale,
+                             _as_array(grad_scores), _as_array(grad_query))
         grad_value, grad_key = torch.empty_like(value), torch.empty_like(key)
         dot_backward_sources(_as_array(topo.crow_t), _as_array(topo.col_t), _as_array(topo.order_t),
-                                     _as_array(alpha), _as_array(keep), _as_array(grad_out),
-                                     _as_array(grad_scores), _as_array(query), _as_array(grad_value),
-                                     _as_array(grad_key))
+                             _as_array(alpha), _as_array(keep), _as_array(grad_out),
+                             _as_array(grad_scores), _as_array(query), _as_array(grad_value),
+                             _as_array(grad_key))
         return grad_query, grad_key, grad_value, None, None, None, None
 
 
