@@ -32,8 +32,10 @@ from .attention_kernels import (
     dot_backward_sources,
     dot_backward_targets,
     dot_scores,
+    gat_attention_vector_grads,
     gat_backward_sources,
     gat_backward_targets,
+    gat_node_logits,
     gat_scores,
     normalize_aggregate,
     set_threads,
@@ -481,6 +483,7 @@ def _normalize_aggregate(ctx, shifted_scores: Tensor, value: Tensor, keep: Tenso
     autograd copying a base tensor — and α `[E, K]`, not differentiable)."""
     n, k, c = value.shape
     alpha = shifted_scores.exp_()  # normalised in place by the kernel
+    ctx.set_materialize_grads(False)  # α is not differentiable: no [E, K] zero gradient is filled for it
     out = value.new_empty(n, cells, k // cells * c)
     normalize_aggregate(_as_array(topology.crow), _as_array(topology.src), _as_array(alpha),
                         _as_array(value), _as_array(keep), _as_array(out.view(n, k, c)))
@@ -489,29 +492,37 @@ def _normalize_aggregate(ctx, shifted_scores: Tensor, value: Tensor, keep: Tenso
 
 
 class FusedGATAttention(torch.autograd.Function):
-    r"""GAT attention and aggregation for K channels on CPU, fused ([`attention_kernels`]):
-    `α[e, k] = softmax_{e → t}(LeakyReLU(a_src[s, k] + a_dst[t, k]))`, `out[t, k] = Σ_e α[e, k] keep[e, k]
-    h[s, k]`. Node-major inputs `h` `[N, K, C]`, `a_src`, `a_dst` `[N, K]`, `keep` `[E, K]` or `[0, 0]`
-    (dropout), `topology` ([`CSRTopology`]), `negative_slope`, `cells` B → `out` `[N, B, K/B·C]` and `α`
-    `[E, K]` (target-major edge order, not differentiable). Only `h`, `a_src`, `a_dst` and `α` are kept
-    for the backward pass (the LeakyReLU branch is recomputed), which is two passes: over targets, then
-    over sources. float32 or float64, contiguous.
+    r"""GAT attention and aggregation for K = B·H channels on CPU, fused ([`attention_kernels`]):
+    `a_src[n, k] = ⟨h[n, k], att_src[k mod H]⟩` (`a_dst` likewise), `α[e, k] = softmax_{e → t}(LeakyReLU(
+    a_src[s, k] + a_dst[t, k]))`, `out[t, k] = Σ_e α[e, k] keep[e, k] h[s, k]`.
+
+    Inputs: `h` `[N, K, C]` (channel `k` = cell · H + head), `att_src`, `att_dst` `[H, C]`, `keep` `[E, K]`
+    or `[0, 0]` (dropout), `topology` ([`CSRTopology`]), `negative_slope`, `cells` B → `out`
+    `[N, B, H·C]` and `α` `[E, K]` (target-major edge order, not differentiable). Only `h`, the node
+    logits `a_*` `[N, K]` and `α` are kept for the backward pass (the LeakyReLU branch is recomputed),
+    which is a pass over targets, one over sources, and a chunked reduction for `∂att`. float32 or
+    float64, contiguous.
     """
 
     @staticmethod
-    def forward(ctx, h, a_src, a_dst, keep, topology, negative_slope, cells):
+    def forward(ctx, h, att_src, att_dst, keep, topology, negative_slope, cells):
         set_threads(torch.get_num_threads())
-        scores = h.new_empty(topology.src.numel(), h.size(1))
+        n, k, _ = h.shape
+        a_src, a_dst = h.new_empty(n, k), h.new_empty(n, k)
+        gat_node_logits(_as_array(h), _as_array(att_src), _as_array(att_dst), _as_array(a_src), _as_array(a_dst))
+        scores = h.new_empty(topology.src.numel(), k)
         gat_scores(_as_array(topology.crow), _as_array(topology.src), _as_array(a_src), _as_array(a_dst),
                    negative_slope, _as_array(scores))
         out, alpha = _normalize_aggregate(ctx, scores, h, keep, topology, cells)
-        ctx.save_for_backward(h, a_src, a_dst, alpha, keep)
+        ctx.save_for_backward(h, att_src, att_dst, a_src, a_dst, alpha, keep)
         ctx.topology, ctx.negative_slope = topology, negative_slope
         return out, alpha
 
     @staticmethod
     def backward(ctx, grad_out, _grad_alpha):
-        h, a_src, a_dst, alpha, keep = ctx.saved_tensors
+        h, att_src, att_dst, a_src, a_dst, alpha, keep = ctx.saved_tensors
+        if grad_out is None:  # the output was not used in the loss
+            return (None,) * 7
         topo, grad_out = ctx.topology, grad_out.contiguous().view(h.shape)
         set_threads(torch.get_num_threads())
         grad_logits, grad_dst = torch.empty_like(alpha), torch.empty_like(a_dst)
@@ -520,9 +531,13 @@ class FusedGATAttention(torch.autograd.Function):
                              ctx.negative_slope, _as_array(grad_logits), _as_array(grad_dst))
         grad_h, grad_src = torch.empty_like(h), torch.empty_like(a_src)
         gat_backward_sources(_as_array(topo.crow_t), _as_array(topo.col_t), _as_array(topo.order_t),
-                             _as_array(alpha), _as_array(keep), _as_array(grad_out),
-                             _as_array(grad_logits), _as_array(grad_h), _as_array(grad_src))
-        return grad_h, grad_src, grad_dst, None, None, None, None
+                             _as_array(alpha), _as_array(keep), _as_array(grad_out), _as_array(grad_logits),
+                             _as_array(att_src), _as_array(att_dst), _as_array(grad_dst), _as_array(grad_h),
+                             _as_array(grad_src))
+        partial = h.new_empty(min(64, h.size(0)), 2, *att_src.shape)
+        gat_attention_vector_grads(_as_array(h), _as_array(grad_src), _as_array(grad_dst), _as_array(partial))
+        grad_att = partial.sum(0)
+        return grad_h, grad_att[0], grad_att[1], None, None, None, None
 
 
 class FusedDotAttention(torch.autograd.Function):
@@ -549,6 +564,8 @@ class FusedDotAttention(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out, _grad_alpha):
         query, key, value, alpha, keep = ctx.saved_tensors
+        if grad_out is None:  # the output was not used in the loss
+            return (None,) * 7
         topo, grad_out = ctx.topology, grad_out.contiguous().view(value.shape)
         set_threads(torch.get_num_threads())
         grad_scores, grad_query = torch.empty_like(alpha), torch.empty_like(query)
@@ -655,14 +672,9 @@ class SharedGATConv(nn.Module):
         h, c = self.heads, self.out_channels
         acc = _accumulation_dtype(x.dtype)
         hk = self.lin(x).to(acc).reshape(n, b * h, c)  # [N, K, C], k = cell · H + head
-        # a_src and a_dst of every head in one matrix product: block-diagonal [H·C, 2H] attention vectors
-        att = torch.cat([torch.block_diag(*self.att_src.to(acc).view(h, c, 1)),
-                         torch.block_diag(*self.att_dst.to(acc).view(h, c, 1))], dim=1)
-        logits = (hk.view(n * b, h * c) @ att).to(acc).view(n, b, 2, h)  # autocast may give bf16
-        a_src = logits[:, :, 0].reshape(n, b * h).contiguous()
-        a_dst = logits[:, :, 1].reshape(n, b * h).contiguous()
         keep = _dropout_keep((topology.src.numel(), b * h), self.dropout, self.training, hk)
-        out, alpha = FusedGATAttention.apply(hk, a_src, a_dst, keep, topology, self.negative_slope, b)
+        att_src, att_dst = (att.to(acc).view(h, c).contiguous() for att in (self.att_src, self.att_dst))
+        out, alpha = FusedGATAttention.apply(hk, att_src, att_dst, keep, topology, self.negative_slope, b)
         out = out if self.concat else out.view(n, b, h, c).mean(dim=2)
         return out.to(x.dtype), alpha
 

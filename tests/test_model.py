@@ -160,7 +160,9 @@ def _dropout_reference(kind, inputs, keep, edge_index, n, scale_or_slope):
 
     src, dst = edge_index
     if kind == "gat":
-        h, a_src, a_dst = inputs
+        h, att_src, att_dst = inputs  # channel k = cell · H + head uses att_*[k mod H]
+        cells = h.size(1) // att_src.size(0)
+        a_src, a_dst = ((h * att.repeat(cells, 1)).sum(-1) for att in (att_src, att_dst))
         scores = torch.nn.functional.leaky_relu(a_src[src] + a_dst[dst], scale_or_slope)
         value = h
     else:
@@ -183,8 +185,9 @@ def test_fused_attention_kernels_with_dropout_mask_match_reference_and_gradcheck
     keep = keep_original[topology.inverse_order.long().argsort()]  # original edge order → target-major order
     assert torch.equal(keep.index_select(0, topology.inverse_order), keep_original)
     if kind == "gat":
-        inputs = (torch.randn(n, k, c, generator=g, dtype=torch.float64), torch.randn(n, k, generator=g,
-                  dtype=torch.float64), torch.randn(n, k, generator=g, dtype=torch.float64))
+        inputs = (torch.randn(n, k, c, generator=g, dtype=torch.float64),
+                  torch.randn(heads, c, generator=g, dtype=torch.float64),
+                  torch.randn(heads, c, generator=g, dtype=torch.float64))
         fn, extra = graph_module.FusedGATAttention, 0.2
     else:
         inputs = tuple(torch.randn(n, k, c, generator=g, dtype=torch.float64) for _ in range(3))
