@@ -20,15 +20,15 @@ Layouts: node features `[N, K, C]` and edge values `[E, K]` (edges in the target
 
 from __future__ import annotations
 
-
 import numba
 import numpy as np
 from numba import njit, prange
 
 _JIT = dict(parallel=True, cache=True, nogil=True)
-# Dot products over the C channels of a head may be reassociated (vectorised); nothing else is relaxed.
-_JIT_DOT = dict(_JIT, fastmath={"reassoc", "contract"})
 _INLINE = dict(cache=True, nogil=True, inline="always")
+# Dot products over the C channels of a head may be reassociated (vectorised); nothing else is relaxed.
+_DOT_MATH = {"reassoc", "contract"}
+_JIT_DOT = dict(_JIT, fastmath=_DOT_MATH)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -50,7 +50,7 @@ def _shift_by_row_max(scores, lo, hi, row_max):  # pragma: no cover - compiled
             scores[e, k] -= row_max[k]
 
 
-@njit(**dict(_INLINE, fastmath={"reassoc", "contract"}))
+@njit(**dict(_INLINE, fastmath=_DOT_MATH))
 def _channel_dot(left, t, right, s, k):  # pragma: no cover - compiled
     """`⟨left[t, k, :], right[s, k, :]⟩`: the dot product of one channel's C features of two nodes."""
     acc = 0.0

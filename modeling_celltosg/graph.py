@@ -472,7 +472,7 @@ def _dropout_keep(alpha_shape: tuple, p: float, training: bool, like: Tensor) ->
     empty `[0, 0]` tensor (no dropout) — the `keep` argument of the fused kernels."""
     if not training or p == 0.0:
         return like.new_empty(0, 0)
-    return torch.empty(alpha_shape, dtype=like.dtype).bernoulli_(1.0 - p).div_(1.0 - p)
+    return like.new_empty(alpha_shape).bernoulli_(1.0 - p).div_(1.0 - p)
 
 
 def _normalize_aggregate(ctx, shifted_scores: Tensor, value: Tensor, keep: Tensor, topology: CSRTopology,
