@@ -8,8 +8,9 @@ messages flow 0 → 1, and self-loops are handled as by the matching PyG layer's
 
 Layers: [`SharedGCNConv`] (Kipf & Welling 2017), [`SharedGATConv`] (Veličković et al. 2018) and
 [`SharedTransformerConv`] (UniMP, Shi et al. 2021). Each matches its PyG counterpart (`GCNConv`,
-`GATConv`, `TransformerConv` with default arguments) applied to every cell separately. On CPU the
-attention layers run fused numba kernels ([`attention_kernels`]) over node-major `[N, B·H, C]` features:
+`GATConv`, `TransformerConv` with default arguments) applied to every cell separately. GCN's
+aggregation is one CSR product for all cells (on CPU [`csr_matmul`], written in place). On CPU the
+attention layers run fused numba kernels ([`cpu_kernels`]) over node-major `[N, B·H, C]` features:
 scores, softmax and aggregation per target in one pass over the target-major CSR, backward in one pass
 over targets and one over sources ([`FusedGATAttention`], [`FusedDotAttention`]). On other devices (CUDA)
 they work channel-major (`[B·H, N, C]`, one channel per cell and head): each channel's aggregation is a
@@ -28,7 +29,8 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.utils import add_remaining_self_loops, add_self_loops, remove_self_loops, scatter, softmax
 
-from .attention_kernels import (
+from .cpu_kernels import (
+    csr_matmul,
     dot_backward_sources,
     dot_backward_targets,
     dot_scores,
@@ -183,12 +185,24 @@ def _csr_by(rows: Tensor, cols: Tensor, num_nodes: int) -> tuple[Tensor, Tensor,
     return crow, cols[order], order
 
 
+def _as_array(t: Tensor):
+    """Zero-copy numpy view of a CPU tensor (no autograd history)."""
+    return t.detach().numpy()
+
+
 def _spmm(crow: Tensor, col: Tensor, values: Tensor, dense: Tensor) -> Tensor:
     """`A @ dense` for the CSR matrix `A` (`[N, N]`, pattern `crow`/`col`, `values` [E]): `dense` `[N, ...]`
     (trailing dimensions flattened for the product) → a new tensor of `dense`'s shape and dtype that is not
-    a view, so callers may modify it in place without autograd copying a base tensor (`CopySlices`)."""
+    a view, so callers may modify it in place without autograd copying a base tensor (`CopySlices`).
+    float32/float64 CPU inputs use [`csr_matmul`] (no temporary of the output's size); other devices and
+    dtypes use torch's sparse CSR product."""
     dtype, out = dense.dtype, torch.empty_like(dense, memory_format=torch.contiguous_format)
     flat, out_flat = dense.reshape(dense.size(0), -1), out.view(dense.size(0), -1)
+    if dense.device.type == "cpu" and dtype in (torch.float32, torch.float64):
+        set_threads(torch.get_num_threads())
+        csr_matmul(_as_array(crow), _as_array(col), _as_array(values.to(dtype)), _as_array(flat.contiguous()),
+                   _as_array(out_flat))
+        return out
     reduced = dtype in (torch.bfloat16, torch.float16)
     if reduced:  # CPU sparse kernels have no bf16/fp16 path (mixed precision): accumulate in float32
         values, flat = values.float(), flat.float()
@@ -462,11 +476,6 @@ class GATEdgeSoftmax(torch.autograd.Function):
         return grad_src, grad_dst, None, None, None
 
 
-def _as_array(t: Tensor):
-    """Zero-copy numpy view of a CPU tensor (no autograd history)."""
-    return t.detach().numpy()
-
-
 def _dropout_keep(alpha_shape: tuple, p: float, training: bool, like: Tensor) -> Tensor:
     """Inverted-dropout multipliers for the attention weights (`0` or `1/(1-p)`, shape `[E, K]`), or an
     empty `[0, 0]` tensor (no dropout) — the `keep` argument of the fused kernels."""
@@ -492,7 +501,7 @@ def _normalize_aggregate(ctx, shifted_scores: Tensor, value: Tensor, keep: Tenso
 
 
 class FusedGATAttention(torch.autograd.Function):
-    r"""GAT attention and aggregation for K = B·H channels on CPU, fused ([`attention_kernels`]):
+    r"""GAT attention and aggregation for K = B·H channels on CPU, fused ([`cpu_kernels`]):
     `a_src[n, k] = ⟨h[n, k], att_src[k mod H]⟩` (`a_dst` likewise), `α[e, k] = softmax_{e → t}(LeakyReLU(
     a_src[s, k] + a_dst[t, k]))`, `out[t, k] = Σ_e α[e, k] keep[e, k] h[s, k]`.
 
@@ -542,7 +551,7 @@ class FusedGATAttention(torch.autograd.Function):
 
 class FusedDotAttention(torch.autograd.Function):
     r"""Transformer (UniMP) attention and aggregation for K channels on CPU, fused
-    ([`attention_kernels`]): `α[e, k] = softmax_{e → t}(scale · ⟨query[t, k], key[s, k]⟩)`,
+    ([`cpu_kernels`]): `α[e, k] = softmax_{e → t}(scale · ⟨query[t, k], key[s, k]⟩)`,
     `out[t, k] = Σ_e α[e, k] keep[e, k] value[s, k]`. Node-major `query`, `key`, `value` `[N, K, C]`,
     `keep` `[E, K]` or `[0, 0]`, `topology`, `scale`, `cells` B → `out` `[N, B, K/B·C]`, `α` `[E, K]` (not
     differentiable).

@@ -201,6 +201,51 @@ def test_fused_attention_kernels_with_dropout_mask_match_reference_and_gradcheck
     assert torch.autograd.gradcheck(lambda *xs: fn.apply(*xs, keep, topology, extra, cells)[0], inputs)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("index_dtype", [torch.int32, torch.int64])
+def test_csr_matmul_kernel_matches_scipy(dtype, index_dtype):
+    """GCN's CPU sparse product (numba, written in place) equals scipy's CSR product, including rows
+    without entries, a duplicated entry and a non-contiguous input (the transpose of a tensor)."""
+    from scipy import sparse
+
+    from modeling_celltosg.cpu_kernels import csr_matmul
+
+    g = torch.Generator().manual_seed(5)
+    rows = torch.tensor([0, 0, 2, 2, 2, 4, 4])  # rows 1 and 3 are empty; (4, 1) appears twice
+    cols = torch.tensor([1, 3, 0, 2, 4, 1, 1])
+    values = torch.randn(rows.numel(), generator=g, dtype=dtype)
+    crow, col, order = graph_module._csr_by(rows, cols, 5)
+    dense = torch.randn(6, 5, generator=g, dtype=dtype).t()  # [5, 6], not contiguous
+    expected = sparse.csr_matrix((values.numpy(), (rows.numpy(), cols.numpy())), shape=(5, 5)) @ dense.numpy()
+    out = graph_module._spmm(crow.to(index_dtype), col.to(index_dtype), values[order], dense)
+    assert out.dtype == dtype and out.shape == dense.shape and out.is_contiguous()
+    np.testing.assert_allclose(out.numpy(), expected, rtol=1e-6 if dtype == torch.float32 else 1e-12)
+    assert torch.all(out[[1, 3]] == 0)
+    raw = torch.full((5, 6), float("nan"), dtype=dtype)  # the kernel must overwrite, not accumulate into, out
+    csr_matmul(crow.numpy(), col.numpy(), values[order].numpy(), dense.contiguous().numpy(), raw.numpy())
+    torch.testing.assert_close(raw, out)
+
+
+def test_kernel_row_parts_cover_all_rows_with_balanced_cost():
+    """The kernels' parallel row split: consecutive parts from row 0 to R, none costing more than an equal
+    share plus one row, on a skewed degree sequence like the TOSG's (light rows first, hubs last)."""
+    from modeling_celltosg.cpu_kernels import _ROW_PARTS, _balanced_row_parts
+
+    rng = np.random.default_rng(0)
+    degrees = np.concatenate([np.zeros(5000, dtype=np.int64), rng.zipf(1.8, 3000).clip(max=2000)])
+    crow = np.concatenate([[0], np.cumsum(degrees)]).astype(np.int32)
+    parts = _balanced_row_parts(crow)
+    assert parts[0] == 0 and parts[-1] == degrees.size and parts.size == _ROW_PARTS + 1
+    assert np.all(np.diff(parts) >= 0)
+    cost = degrees + 1
+    per_part = np.add.reduceat(np.append(cost, 0), parts[:-1])[:_ROW_PARTS] * (np.diff(parts) > 0)
+    assert per_part.sum() == cost.sum()
+    assert per_part.max() <= cost.sum() / _ROW_PARTS + cost.max()
+    halves = [cost[: parts[_ROW_PARTS // 2]].sum(), cost[parts[_ROW_PARTS // 2]:].sum()]
+    assert max(halves) / cost.sum() < 0.6  # while an equal split of row indices is far off:
+    assert cost[: degrees.size // 2].sum() / cost.sum() < 0.4
+
+
 @pytest.mark.parametrize("layer_type", LAYER_TYPES)
 def test_messages_flow_from_transcript_to_protein(layer_type):
     torch.manual_seed(0)

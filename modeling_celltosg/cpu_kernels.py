@@ -1,4 +1,10 @@
-"""Fused CPU kernels for per-cell attention over ONE shared topology (numba).
+"""CPU kernels (numba) for message passing over ONE shared topology: GCN's sparse product and the fused
+per-cell attention of GAT and UniMP.
+
+GCN ([`SharedGCNConv`] in `graph.py`) needs `out = A @ X` for one CSR matrix and `X` `[N, B·F]`.
+torch's CPU `sparse_csr @ dense` allocates its result internally and copies it into `out=` (measured
+on the real TOSG: the peak of one product is twice its output), which made that temporary the
+largest avoidable allocation of a GCN step; [`csr_matmul`] writes each target row directly.
 
 Attention layers on a shared graph ([`SharedGATConv`], [`SharedTransformerConv`] in `graph.py`) need,
 for K = B·H channels (cell × head) and every edge `e: s → t`, a score, a softmax over each target's
@@ -29,6 +35,53 @@ _INLINE = dict(cache=True, nogil=True, inline="always")
 # Dot products over the C channels of a head may be reassociated (vectorised); nothing else is relaxed.
 _DOT_MATH = {"reassoc", "contract"}
 _JIT_DOT = dict(_JIT, fastmath=_DOT_MATH)
+
+
+# Rows (targets, or sources on the transposed CSR) are processed in _ROW_PARTS consecutive parts of about
+# equal cost, not one equal range of row indices per thread (numba's static `prange` split): in-degrees
+# are skewed and ordered (on the real TOSG the first half of the node indices, mostly transcripts, has
+# 7 % of the incoming edges), so an index split left one of two threads with 93 % of the work.
+_ROW_PARTS = 256
+
+
+@njit(**_INLINE)
+def _balanced_row_parts(crow):  # pragma: no cover - compiled
+    """Row boundaries `[P + 1]` (int64, P = `_ROW_PARTS`, first 0, last R) of P consecutive parts of the
+    CSR rows `0..R` (`crow` `[R + 1]`) with about equal cost, one row costing its entries + 1."""
+    rows = crow.shape[0] - 1
+    base = np.int64(crow[0])
+    total = np.int64(crow[rows]) - base + rows
+    parts = np.empty(_ROW_PARTS + 1, dtype=np.int64)
+    t = 0
+    for p in range(_ROW_PARTS + 1):
+        goal = total * p // _ROW_PARTS
+        while t < rows and np.int64(crow[t]) - base + t < goal:
+            t += 1
+        parts[p] = t
+    parts[_ROW_PARTS] = rows
+    return parts
+
+
+# ---------------------------------------------------------------------------------------------------
+# GCN: a CSR sparse-dense product written in place
+# ---------------------------------------------------------------------------------------------------
+
+
+@njit(**_JIT)
+def csr_matmul(crow, col, values, dense, out):  # pragma: no cover - compiled
+    """`out[t, :] = Σ_{e ∈ row t} values[e] · dense[col[e], :]`: the CSR matrix (`crow` `[R+1]`, `col`,
+    `values` `[E]`) times `dense` `[N, D]` → `out` `[R, D]` in place (rows in parallel, each summed in
+    edge order: deterministic). `values` must have `dense`'s dtype."""
+    width = dense.shape[1]
+    parts = _balanced_row_parts(crow)
+    for p in prange(parts.shape[0] - 1):
+        for t in range(parts[p], parts[p + 1]):
+            for j in range(width):
+                out[t, j] = 0.0
+            for e in range(crow[t], crow[t + 1]):
+                weight, s = values[e], col[e]
+                for j in range(width):
+                    out[t, j] += weight * dense[s, j]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -103,29 +156,35 @@ def gat_attention_vector_grads(h, grad_a_src, grad_a_dst, partial):  # pragma: n
 def gat_scores(crow, src, a_src, a_dst, negative_slope, out):  # pragma: no cover - compiled
     """GAT logits `z[e, k] = LeakyReLU(a_src[s, k] + a_dst[t, k])`, minus their max over each target's
     incoming edges (PyG's `softmax` shift): `a_src`, `a_dst` `[N, K]` → `out` `[E, K]` in place."""
-    n, k_count = a_dst.shape
-    for t in prange(n):
-        lo, hi = crow[t], crow[t + 1]
-        for e in range(lo, hi):
-            s = src[e]
-            for k in range(k_count):
-                z = a_src[s, k] + a_dst[t, k]
-                out[e, k] = z if z > 0 else z * negative_slope
-        _shift_by_row_max(out, lo, hi, np.empty(k_count, dtype=out.dtype))
+    k_count = a_dst.shape[1]
+    parts = _balanced_row_parts(crow)
+    for p in prange(parts.shape[0] - 1):
+        row_max = np.empty(k_count, dtype=out.dtype)
+        for t in range(parts[p], parts[p + 1]):
+            lo, hi = crow[t], crow[t + 1]
+            for e in range(lo, hi):
+                s = src[e]
+                for k in range(k_count):
+                    z = a_src[s, k] + a_dst[t, k]
+                    out[e, k] = z if z > 0 else z * negative_slope
+            _shift_by_row_max(out, lo, hi, row_max)
 
 
 @njit(**_JIT_DOT)
 def dot_scores(crow, src, query, key, scale, out):  # pragma: no cover - compiled
     """Transformer logits `scale · ⟨query[t, k], key[s, k]⟩`, minus their max over each target's
     incoming edges: `query`, `key` `[N, K, C]` → `out` `[E, K]` in place."""
-    n, k_count = query.shape[0], query.shape[1]
-    for t in prange(n):
-        lo, hi = crow[t], crow[t + 1]
-        for e in range(lo, hi):
-            s = src[e]
-            for k in range(k_count):
-                out[e, k] = _channel_dot(query, t, key, s, k) * scale
-        _shift_by_row_max(out, lo, hi, np.empty(k_count, dtype=out.dtype))
+    k_count = query.shape[1]
+    parts = _balanced_row_parts(crow)
+    for p in prange(parts.shape[0] - 1):
+        row_max = np.empty(k_count, dtype=out.dtype)
+        for t in range(parts[p], parts[p + 1]):
+            lo, hi = crow[t], crow[t + 1]
+            for e in range(lo, hi):
+                s = src[e]
+                for k in range(k_count):
+                    out[e, k] = _channel_dot(query, t, key, s, k) * scale
+            _shift_by_row_max(out, lo, hi, row_max)
 
 
 @njit(**_JIT)
@@ -137,26 +196,30 @@ def normalize_aggregate(crow, src, weight, value, keep, out):  # pragma: no cove
     `weight` `[E, K]` = the exponentiated, max-shifted scores; `keep` `[E, K]` = the dropout mask scaled
     by `1/(1-p)`, or shape `[0, 0]` for none; `value` `[N, K, C]` → `out` `[N, K, C]` in place. (The `exp`
     in between runs in torch, vectorised: numba's scalar `exp` cost 4× the aggregation.)"""
-    n, k_count, c_count = out.shape
+    k_count, c_count = out.shape[1], out.shape[2]
     masked = keep.shape[0] > 0
-    for t in prange(n):
-        lo, hi = crow[t], crow[t + 1]
-        inv = np.zeros(k_count, dtype=weight.dtype)
-        for e in range(lo, hi):
+    parts = _balanced_row_parts(crow)
+    for p in prange(parts.shape[0] - 1):
+        inv = np.empty(k_count, dtype=weight.dtype)
+        for t in range(parts[p], parts[p + 1]):
+            lo, hi = crow[t], crow[t + 1]
             for k in range(k_count):
-                inv[k] += weight[e, k]
-        for k in range(k_count):
-            inv[k] = 1.0 / (inv[k] + 1e-16)
-            for c in range(c_count):
-                out[t, k, c] = 0.0
-        for e in range(lo, hi):
-            s = src[e]
+                inv[k] = 0.0
+            for e in range(lo, hi):
+                for k in range(k_count):
+                    inv[k] += weight[e, k]
             for k in range(k_count):
-                a = weight[e, k] * inv[k]
-                weight[e, k] = a
-                w = a * keep[e, k] if masked else a
+                inv[k] = 1.0 / (inv[k] + 1e-16)
                 for c in range(c_count):
-                    out[t, k, c] += w * value[s, k, c]
+                    out[t, k, c] = 0.0
+            for e in range(lo, hi):
+                s = src[e]
+                for k in range(k_count):
+                    a = weight[e, k] * inv[k]
+                    weight[e, k] = a
+                    w = a * keep[e, k] if masked else a
+                    for c in range(c_count):
+                        out[t, k, c] += w * value[s, k, c]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -192,21 +255,23 @@ def gat_backward_targets(crow, src, alpha, keep, value, grad_out, a_src, a_dst, 
     """GAT backward, target side: `∂z[e, k]` = the softmax gradient times the LeakyReLU slope of the
     recomputed `a_src[s, k] + a_dst[t, k]` → `grad_logits` `[E, K]`, and `∂a_dst[t, k] = Σ_{e → t} ∂z[e, k]`
     → `grad_a_dst` `[N, K]` (both in place)."""
-    n, k_count = a_dst.shape
-    for t in prange(n):
-        lo, hi = crow[t], crow[t + 1]
+    k_count = a_dst.shape[1]
+    parts = _balanced_row_parts(crow)
+    for p in prange(parts.shape[0] - 1):
         row = np.empty(k_count, dtype=grad_logits.dtype)
-        _softmax_grad_row(t, lo, hi, src, alpha, keep, value, grad_out, grad_logits, row)
-        for k in range(k_count):
-            row[k] = 0.0
-        for e in range(lo, hi):
-            s = src[e]
+        for t in range(parts[p], parts[p + 1]):
+            lo, hi = crow[t], crow[t + 1]
+            _softmax_grad_row(t, lo, hi, src, alpha, keep, value, grad_out, grad_logits, row)
             for k in range(k_count):
-                if not a_src[s, k] + a_dst[t, k] > 0:
-                    grad_logits[e, k] *= negative_slope
-                row[k] += grad_logits[e, k]
-        for k in range(k_count):
-            grad_a_dst[t, k] = row[k]
+                row[k] = 0.0
+            for e in range(lo, hi):
+                s = src[e]
+                for k in range(k_count):
+                    if not a_src[s, k] + a_dst[t, k] > 0:
+                        grad_logits[e, k] *= negative_slope
+                    row[k] += grad_logits[e, k]
+            for k in range(k_count):
+                grad_a_dst[t, k] = row[k]
 
 
 @njit(**_JIT_DOT)
@@ -214,21 +279,23 @@ def dot_backward_targets(crow, src, alpha, keep, value, grad_out, key, scale, gr
                          grad_query):  # pragma: no cover - compiled
     """Transformer backward, target side: `∂score` (softmax gradient times `scale`) → `grad_scores`
     `[E, K]`, and `∂query[t, k] = Σ_{e → t} ∂score[e, k] · key[s, k]` → `grad_query` `[N, K, C]`."""
-    n, k_count, c_count = grad_query.shape
-    for t in prange(n):
-        lo, hi = crow[t], crow[t + 1]
-        _softmax_grad_row(t, lo, hi, src, alpha, keep, value, grad_out, grad_scores,
-                          np.empty(k_count, dtype=grad_scores.dtype))
-        for k in range(k_count):
-            for c in range(c_count):
-                grad_query[t, k, c] = 0.0
-        for e in range(lo, hi):
-            s = src[e]
+    k_count, c_count = grad_query.shape[1], grad_query.shape[2]
+    parts = _balanced_row_parts(crow)
+    for p in prange(parts.shape[0] - 1):
+        row = np.empty(k_count, dtype=grad_scores.dtype)
+        for t in range(parts[p], parts[p + 1]):
+            lo, hi = crow[t], crow[t + 1]
+            _softmax_grad_row(t, lo, hi, src, alpha, keep, value, grad_out, grad_scores, row)
             for k in range(k_count):
-                g = grad_scores[e, k] * scale
-                grad_scores[e, k] = g
                 for c in range(c_count):
-                    grad_query[t, k, c] += g * key[s, k, c]
+                    grad_query[t, k, c] = 0.0
+            for e in range(lo, hi):
+                s = src[e]
+                for k in range(k_count):
+                    g = grad_scores[e, k] * scale
+                    grad_scores[e, k] = g
+                    for c in range(c_count):
+                        grad_query[t, k, c] += g * key[s, k, c]
 
 
 @njit(**_INLINE)
@@ -256,22 +323,24 @@ def gat_backward_sources(crow_t, col_t, order_t, alpha, keep, grad_out, grad_log
     `[N, K]`, and the whole `∂h[s]` → `grad_value` `[N, K, C]`: the aggregation's `Σ α keep ∂out[t]` plus
     the node logits' `∂a_src[s, k] att_src[k mod H] + ∂a_dst[s, k] att_dst[k mod H]` (`grad_a_dst` from
     [`gat_backward_targets`]). In place."""
-    n, k_count = grad_a_src.shape
+    k_count = grad_a_src.shape[1]
     heads, c_count = att_src.shape
-    for s in prange(n):
-        lo, hi = crow_t[s], crow_t[s + 1]
-        _gather_from_targets(s, lo, hi, col_t, order_t, alpha, keep, grad_out, grad_value)
-        for k in range(k_count):
-            grad_a_src[s, k] = 0.0
-        for j in range(lo, hi):
-            e = order_t[j]
+    parts = _balanced_row_parts(crow_t)
+    for p in prange(parts.shape[0] - 1):
+        for s in range(parts[p], parts[p + 1]):
+            lo, hi = crow_t[s], crow_t[s + 1]
+            _gather_from_targets(s, lo, hi, col_t, order_t, alpha, keep, grad_out, grad_value)
             for k in range(k_count):
-                grad_a_src[s, k] += grad_logits[e, k]
-        for k in range(k_count):
-            head = k % heads
-            gs, gd = grad_a_src[s, k], grad_a_dst[s, k]
-            for c in range(c_count):
-                grad_value[s, k, c] += gs * att_src[head, c] + gd * att_dst[head, c]
+                grad_a_src[s, k] = 0.0
+            for j in range(lo, hi):
+                e = order_t[j]
+                for k in range(k_count):
+                    grad_a_src[s, k] += grad_logits[e, k]
+            for k in range(k_count):
+                head = k % heads
+                gs, gd = grad_a_src[s, k], grad_a_dst[s, k]
+                for c in range(c_count):
+                    grad_value[s, k, c] += gs * att_src[head, c] + gd * att_dst[head, c]
 
 
 @njit(**_JIT)
@@ -279,10 +348,12 @@ def dot_backward_sources(crow_t, col_t, order_t, alpha, keep, grad_out, grad_sco
                          grad_key):  # pragma: no cover - compiled
     """Transformer backward, source side (transposed CSR): `∂value[s]` → `grad_value` and `∂key[s, k] =
     Σ_{e: s → t} ∂score[e, k] · query[t, k]` → `grad_key` (both `[N, K, C]`, in place)."""
-    for s in prange(grad_key.shape[0]):
-        lo, hi = crow_t[s], crow_t[s + 1]
-        _gather_from_targets(s, lo, hi, col_t, order_t, alpha, keep, grad_out, grad_value)
-        _gather_from_targets(s, lo, hi, col_t, order_t, grad_scores, keep[:0], query, grad_key)
+    parts = _balanced_row_parts(crow_t)
+    for p in prange(parts.shape[0] - 1):
+        for s in range(parts[p], parts[p + 1]):
+            lo, hi = crow_t[s], crow_t[s + 1]
+            _gather_from_targets(s, lo, hi, col_t, order_t, alpha, keep, grad_out, grad_value)
+            _gather_from_targets(s, lo, hi, col_t, order_t, grad_scores, keep[:0], query, grad_key)
 
 
 def set_threads(count: int) -> None:
@@ -292,6 +363,7 @@ def set_threads(count: int) -> None:
 
 
 __all__ = [
+    "csr_matmul",
     "gat_node_logits",
     "gat_attention_vector_grads",
     "gat_scores",
