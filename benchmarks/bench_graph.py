@@ -24,8 +24,9 @@ For each layer ∈ {gcn, gat}, B ∈ {1, 4, 16, 64} and implementation ∈ {shar
     (outputs rtol 1e-4 / atol 1e-5, gradients max|Δ| ≤ 1e-3·max|ref|) before reporting any number;
   * library warm-up (``--no-library-warmup`` skips it): each process first runs one forward+backward of
     its own stack on an 8-node ring (one cell), so code and pools needed once per process (numba's
-    compiled kernels, ~59 MiB for the GAT kernels; MKL / OpenMP pools) are paged in before the baseline,
-    for both implementations alike; the RSS it added is reported ("lib MiB");
+    cached kernels: 66–69 MiB measured, ~62 MiB of it set up by the first call of any cached kernel;
+    MKL / OpenMP pools) are paged in before the baseline, for both implementations alike; the RSS it
+    added is reported ("lib MiB");
   * memory: ``/proc/self/status`` VmRSS is read right before the first forward (graph, inputs and
     modules built, library warm-up and ``gc.collect()`` done), then the kernel's peak-RSS counter is reset
     (``echo 5 > /proc/self/clear_refs``, Linux ≥ 4.0) and VmHWM is read after the step(s):
