@@ -1,16 +1,16 @@
-"""Benchmark: build throughput, memory by partition size, stage costs, growth with cells, 1 vs 2 Dask
+"""Benchmark: build throughput, memory by partition size, step costs, growth with cells, 1 vs 2 Dask
 workers, and an estimate for a 79M-cell build.
 
 All inputs are real: OneK1K cells (7,811, raw counts) for the partition-size scan and Kang 2018
 (1,556 cells, 4 donor × condition partitions) concatenated k times — each copy's donors and samples
-renamed, so the work grows with k — for the stage split, the growth and the worker comparison.
+renamed, so the work grows with k — for the step split, the growth and the worker comparison.
 
 A. Partition size scan: SEACells meta-cells (10 cells per meta-cell) of ONE partition of n OneK1K
    cells, n ∈ ``--partition-sizes``, each in a fresh process (glibc mmap threshold 64 KiB; peak memory =
    VmHWM − RSS before the step, i.e. the live peak of the step): seconds, cells/s, MiB; growth
    exponents (log-log slope, smallest → largest n).
-B. Whole builds of Kang × k, k ∈ ``--copies`` (in-process meta-cells): wall seconds per stage
-   (``build_info["stage_seconds"]``; "write" = total − stages), source cells/s, growth exponent of the
+B. Whole builds of Kang × k, k ∈ ``--copies`` (in-process meta-cells): wall seconds per build step
+   (``build_info["step_seconds"]``; "write" = total − steps), source cells/s, growth exponent of the
    total. Text and sequence priors are computed once (first size) and cached: the one-time cost is
    reported separately, the later sizes show the per-cell cost.
 C. The meta-cell step of Kang × ``--worker-copies`` on an embedded LocalCluster with 1 vs 2 workers
@@ -50,13 +50,12 @@ def _recipe_entry(name: str) -> dict:
 def partition_child(n: int, seed: int) -> dict:
     """Meta-cells of one partition of n OneK1K cells (runs in its own process)."""
     import numpy as np
+    from graph_bench_child import hwm_bytes, reset_hwm, rss_bytes
 
-    from bench_graph import hwm_bytes, reset_hwm, rss_bytes
-    from dataset_script.ingest import read_dataset
-    from dataset_script.knowledge import load_gene_table
-    from dataset_script.metacells import metacells_of_partition
-
-    from dataset_script._compat import patch_seacells
+    from dataset_script.build.ingest import read_dataset
+    from dataset_script.build.knowledge import load_gene_table
+    from dataset_script.build.metacells import metacells_of_partition
+    from dataset_script.workarounds import patch_seacells
 
     patch_seacells()
     import SEACells  # noqa: F401  (imported before timing: a one-off per worker process, not per partition)
@@ -111,7 +110,7 @@ def _kang_recipe(k: int, folder: Path) -> Path:
 
 
 def part_b(copies: list[int], work: Path) -> list[dict]:
-    from dataset_script.pipeline import build_dataset
+    from dataset_script.build.pipeline import build_dataset
 
     rows = []
     for k in copies:
@@ -123,12 +122,12 @@ def part_b(copies: list[int], work: Path) -> list[dict]:
             info = build_dataset(_kang_recipe(k, work), work / "data", work / f"out_x{k}", cache_dir=work / "cache_priors",
                                  overwrite=True, progress=False)
         total = time.perf_counter() - t
-        stages = dict(info["stage_seconds"])
-        stages["write"] = total - sum(stages.values())
+        steps = dict(info["step_seconds"])
+        steps["write"] = total - sum(steps.values())
         n_cells = 1556 * k
         rows.append({"copies": k, "n_cells": n_cells, "n_metacells": info["n_metacells"], "total_s": total,
-                     "stages_s": stages, "cells_per_s": n_cells / total,
-                     "cells_per_s_excluding_priors": n_cells / (total - stages["text_priors"] - stages["sequence_priors"])})
+                     "steps_s": steps, "cells_per_s": n_cells / total,
+                     "cells_per_s_excluding_priors": n_cells / (total - steps["text_priors"] - steps["sequence_priors"])})
         for f in (work / "cache_priors").glob("*-embeddings-*.npz"):  # later sizes reuse the priors
             for kk in copies:
                 target = work / f"cache_x{kk}"
@@ -141,9 +140,10 @@ def part_b(copies: list[int], work: Path) -> list[dict]:
 def part_c(k: int, work: Path) -> dict:
     import anndata as ad
 
-    from dataset_script.distributed import metacells_distributed
-    from dataset_script.ingest import read_dataset
-    from dataset_script.knowledge import load_gene_table
+    from dataset_script.build.distributed import metacells_distributed
+    from dataset_script.build.ingest import read_dataset
+    from dataset_script.build.knowledge import load_gene_table
+    from dataset_script.build.recipe import MetacellSettings
 
     _kang_copies(k, work / "data")
     entry = {**_recipe_entry("kang2018_muscat"), "dataset_id": f"kang_x{k}", "path": f"scrna/kang_x{k}.h5ad"}
@@ -153,7 +153,8 @@ def part_c(k: int, work: Path) -> dict:
     for workers in (1, 2):
         t = time.perf_counter()
         _, obs, summaries = metacells_distributed(adata, work / f"workers{workers}", cells_per_metacell=10,
-                                                  min_cells_per_partition=10, max_cells_per_partition=10_000,
+                                                  min_cells_per_partition=10,
+                                                  max_cells_per_partition=MetacellSettings().max_cells_per_partition,
                                                   scheduler="local", n_workers=workers, memory_limit="6GiB",
                                                   progress=False)
         out[f"seconds_{workers}_workers"] = time.perf_counter() - t
@@ -197,8 +198,8 @@ def main() -> None:
         builds = part_b(args.copies, work)
         for r in builds:
             print(f"B  Kang x{r['copies']} ({r['n_cells']} cells): {r['total_s']:6.1f} s, {r['cells_per_s']:6.1f} cells/s "
-                  f"({r['cells_per_s_excluding_priors']:6.1f} without priors); stages "
-                  + ", ".join(f"{k} {v:.1f}" for k, v in r["stages_s"].items()), flush=True)
+                  f"({r['cells_per_s_excluding_priors']:6.1f} without priors); steps "
+                  + ", ".join(f"{k} {v:.1f}" for k, v in r["steps_s"].items()), flush=True)
         later = builds[1:]  # sizes that reuse the cached priors (the first one computes them)
         if len(later) < 2:
             raise SystemExit("--copies needs at least 3 sizes (the first computes the priors)")
@@ -209,27 +210,31 @@ def main() -> None:
               f"{workers['seconds_1_workers']:.1f} s, 2 workers {workers['seconds_2_workers']:.1f} s, speed-up "
               f"{workers['speedup_2_vs_1']:.2f}x", flush=True)
 
-    ref = max((r for r in scan if r["n_cells"] <= 10_000), key=lambda r: r["n_cells"])
+    from dataset_script.build.recipe import MetacellSettings
+
+    max_cells = MetacellSettings().max_cells_per_partition  # the recipe default: larger partitions are split
+    ref = max((r for r in scan if r["n_cells"] <= max_cells), key=lambda r: r["n_cells"])
     efficiency = workers["speedup_2_vs_1"] / 2
     cpu_hours = 79e6 / ref["cells_per_s"] / 3600
-    mem_10k = ref["peak_mib"] * (10_000 / ref["n_cells"]) ** growth_a["memory_exponent"]
+    mem_10k = ref["peak_mib"] * (max_cells / ref["n_cells"]) ** growth_a["memory_exponent"]
     estimate = {"cells": 79e6, "reference_partition_cells": ref["n_cells"], "cells_per_s_per_worker": ref["cells_per_s"],
                 "worker_hours": cpu_hours, "parallel_efficiency_measured": efficiency,
                 "wall_hours": {n: cpu_hours / (n * max(efficiency, 1e-3)) for n in (8, 32, 128)},
                 "peak_mib_per_worker_at_10k_cells_extrapolated": mem_10k,
-                "assumptions": ["meta-cell step dominates (B's stage split); priors and writing are one-off / linear",
+                "assumptions": ["meta-cell step dominates (B's step split); priors and writing are one-off / linear",
                                 f"throughput of a {ref['n_cells']}-cell partition holds for every partition "
-                                "(partitions above 10,000 cells are split)",
+                                f"(partitions above {max_cells:,} cells are split)",
                                 f"parallel efficiency stays at the measured {efficiency:.2f} (2 workers on 2 cores)",
                                 "one single-threaded worker per core; memory per worker from A's growth exponent"]}
     print(f"D  79M cells: {cpu_hours:,.0f} worker-hours at {ref['cells_per_s']:.1f} cells/s per worker; "
           + ", ".join(f"{n} workers ≈ {h:,.1f} h" for n, h in estimate["wall_hours"].items())
-          + f"; ~{mem_10k:,.0f} MiB per worker at 10,000-cell partitions (extrapolated)")
+          + f"; ~{mem_10k:,.0f} MiB per worker at {max_cells:,}-cell partitions (extrapolated)")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"partition_scan": scan, "partition_growth": growth_a, "builds": builds,
-                                         "build_growth_exponent": growth_b, "workers": workers, "estimate_79M": estimate},
-                                        indent=1))
+        from dataset_script.files import atomic_write_text
+
+        atomic_write_text(args.json, json.dumps({"partition_scan": scan, "partition_growth": growth_a, "builds": builds,
+                                                 "build_growth_exponent": growth_b, "workers": workers,
+                                                 "estimate_79M": estimate}, indent=1))
 
 
 if __name__ == "__main__":

@@ -26,11 +26,13 @@ import pyarrow as pa
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from dataset_script.harmonize import ontology  # noqa: E402
-from dataset_script.matching import AGE_STAGES, match_case_control  # noqa: E402
-from dataset_script.query import condition_mask, query_frame  # noqa: E402
-from dataset_script.splits import donor_keys, split_by_donor  # noqa: E402
 from reference_cohort import match_reference, query_reference, split_reference  # noqa: E402
+
+from dataset_script.build.harmonize import ontology  # noqa: E402
+from dataset_script.cohorts.matching import AGE_STAGES, match_case_control  # noqa: E402
+from dataset_script.cohorts.query import condition_mask, query_frame  # noqa: E402
+from dataset_script.cohorts.splits import donor_keys, split_by_donor  # noqa: E402
+from dataset_script.files import atomic_write_text  # noqa: E402
 
 
 def zipf_weights(n: int, s: float = 1.1) -> np.ndarray:
@@ -133,7 +135,7 @@ def main(argv: list[str] | None = None) -> dict:
     target = figures["seconds"]["query+matching"]
     print(f"target: query + matching under 2 s → {target:.2f} s ({'met' if target < 2 else 'NOT met'})")
     if args.json:
-        args.json.write_text(json.dumps(figures, indent=2, default=str))
+        atomic_write_text(args.json, json.dumps(figures, indent=2, default=str))
     return figures
 
 

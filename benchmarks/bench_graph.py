@@ -1,4 +1,4 @@
-"""Benchmark: shared-topology message passing (``modeling_celltosg.graph``) vs PyG on replicated graphs.
+"""Benchmark: shared-topology message passing (``modeling_celltosg`` layers) vs PyG on replicated graphs.
 
 A batch of B cells shares ONE Text-Omic Signaling Graph. ``SharedGCNConv`` / ``SharedGATConv`` keep the
 features as ``[N, B, F]`` and pass messages once over the shared edge list; the original OmniCellTOSG
@@ -22,27 +22,9 @@ For each layer ∈ {gcn, gat}, B ∈ {1, 4, 16, 64} and implementation ∈ {shar
     gets a copy (parameter names are identical), biases are set non-zero; the first step's output and
     parameter gradients of both implementations are saved and the parent ASSERTS they agree
     (outputs rtol 1e-4 / atol 1e-5, gradients max|Δ| ≤ 1e-3·max|ref|) before reporting any number;
-  * library warm-up (``--no-library-warmup`` skips it): each process first runs one forward+backward of
-    its own stack on an 8-node ring (one cell), so code and pools needed once per process (numba's
-    cached kernels: 66–69 MiB measured, ~62 MiB of it set up by the first call of any cached kernel;
-    MKL / OpenMP pools) are paged in before the baseline, for both implementations alike; the RSS it
-    added is reported ("lib MiB");
-  * memory: ``/proc/self/status`` VmRSS is read right before the first forward (graph, inputs and
-    modules built, library warm-up and ``gc.collect()`` done), then the kernel's peak-RSS counter is reset
-    (``echo 5 > /proc/self/clear_refs``, Linux ≥ 4.0) and VmHWM is read after the step(s):
-    peak memory of forward+backward = VmHWM − RSS-before (max over all steps). Torch CPU allocations are
-    invisible to tracemalloc, but they are resident pages, so this counts them. The reported "MiB" (and
-    the target ratio) come from a SECOND process per config (1 + 2 steps) run with glibc's mmap
-    threshold fixed at 64 KiB (``MALLOC_MMAP_THRESHOLD_=65536``, ``MALLOC_TRIM_THRESHOLD_=0``): every
-    tensor-sized block is then its own mapping and leaves RSS when freed, so the delta is the peak of
-    LIVE memory. With glibc defaults the RSS also keeps what the allocator retains after frees, which
-    grew from step to step here (a shared GCN step: +115 MiB live, but RSS after each step rising
-    695 → 993 MiB); that figure is still reported ("RSS-HWM", from the timing process), and the timing
-    process keeps glibc defaults so that page faults of fresh mappings do not slow either side.
-    (``ru_maxrss`` is not usable: Linux carries the parent's peak into a fork+exec'd child.) The
-    replicated inputs of the PyG side are NOT in the delta (they are built before the baseline); their
-    size is reported separately ("inputs MiB"). With ``--device cuda`` memory is
-    ``torch.cuda.max_memory_allocated`` above the allocation before the first forward (exact live peak).
+  * library warm-up (``--no-library-warmup`` skips it) and memory (peak RSS above the RSS before the first
+    forward, the reported "MiB" from a second, live-memory process; ``torch.cuda`` peaks on a GPU):
+    how and why is told in ``benchmarks/graph_bench_child.py`` (the measuring side);
   * speed: ``--warmup`` steps (first one = the memory/check step), then ``--steps`` timed steps;
     cells/s = B × steps / wall time (the best single step is reported too, as a noise check).
     Measurement processes run with ``OMP_WAIT_POLICY=PASSIVE`` (``--omp-active`` disables it): on a
@@ -92,7 +74,6 @@ Part-A graph and prints the top operators by self CPU time.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import gc
 import hashlib
 import json
@@ -105,313 +86,15 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from graph_bench_child import GIB, MIB, ROOT, child_main, mem_available, real_edge_index
 
-GIB = 1 << 30
-MIB = 1 << 20
-F_IN = 16
-N_SCALE = 533_458
-E_SCALE = 16_600_000
+CHILD_SCRIPT = Path(__file__).resolve().with_name("graph_bench_child.py")
 OMP_WAIT_POLICY = "PASSIVE"  # see the module docstring; main() may clear it (--omp-active)
 
 
-# ---------------------------------------------------------------------------------------------------------
-# Memory helpers (Linux /proc)
-# ---------------------------------------------------------------------------------------------------------
-
-
-def _status_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise KeyError(field)
-
-
-def rss_bytes() -> int:
-    return _status_kib("VmRSS") * 1024
-
-
-def hwm_bytes() -> int:
-    return _status_kib("VmHWM") * 1024
-
-
-def reset_hwm() -> bool:
-    """Reset the kernel's peak-RSS counter (VmHWM) to the current RSS; False if not permitted."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def mem_available() -> int:
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemAvailable:"):
-            return int(line.split()[1]) * 1024
-    return 0
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Models (child side)
-# ---------------------------------------------------------------------------------------------------------
-
-
-GRAPH_MODULE = "modeling_celltosg.graph"
-
-
-def import_graph_module():
-    """`modeling_celltosg.graph` (and the `cpu_kernels` it imports) without running the package's
-    `__init__`, which imports transformers: a bare package object pointing at the source folder stands in
-    for it. This keeps each measurement process's start-up short — it matters for Part B's many fresh
-    trial processes, especially on a GPU machine."""
-    import importlib
-    import types
-
-    if "modeling_celltosg" not in sys.modules:
-        package = types.ModuleType("modeling_celltosg")
-        package.__path__ = [str(ROOT / "modeling_celltosg")]
-        sys.modules["modeling_celltosg"] = package
-    return importlib.import_module(GRAPH_MODULE)
-
-
-def make_stacks(layer: str, impl: str, seed: int):
-    """The shared 2-layer stack (always built, from `seed`) and, for impl == 'pyg', a PyG stack with
-    copied weights. Returns the module to run."""
-    import torch
-    from torch import nn
-
-    graph = import_graph_module()
-    SharedGATConv, SharedGCNConv = graph.SharedGATConv, graph.SharedGCNConv
-
-    class Stack(nn.Module):
-        def __init__(self, conv1, conv2):
-            super().__init__()
-            self.conv1, self.conv2 = conv1, conv2
-
-        def forward(self, x, edge_index):
-            return self.conv2(torch.relu(self.conv1(x, edge_index)), edge_index)
-
-    torch.manual_seed(seed)
-    if layer == "gcn":
-        shared = Stack(SharedGCNConv(F_IN, 16), SharedGCNConv(16, 16))
-    else:
-        shared = Stack(SharedGATConv(F_IN, 8, heads=2), SharedGATConv(16, 8, heads=2))
-    with torch.no_grad():
-        for conv in (shared.conv1, shared.conv2):
-            conv.bias.normal_(0, 0.1)
-    if impl == "shared":
-        return shared
-    from torch_geometric.nn import GATConv, GCNConv
-
-    if layer == "gcn":
-        pyg = Stack(GCNConv(F_IN, 16), GCNConv(16, 16))
-    else:
-        pyg = Stack(GATConv(F_IN, 8, heads=2), GATConv(16, 8, heads=2))
-    src = dict(shared.named_parameters())
-    dst = dict(pyg.named_parameters())
-    assert set(src) == set(dst), (sorted(src), sorted(dst))
-    with torch.no_grad():
-        for name, p in dst.items():
-            assert p.shape == src[name].shape, name
-            p.copy_(src[name])
-    return pyg
-
-
-def prep_child(spec: dict) -> dict:
-    """Build the benchmark graph file in a separate process (keeps the parent lean): the real TOSG
-    (Part A) or the original-size random graph (Part B)."""
-    import torch
-
-    if spec.get("graph_file"):  # a saved real TOSG edge list (e.g. on a machine without the dataset)
-        saved = torch.load(spec["graph_file"])
-        ei, n, info = saved["edge_index"], int(saved["num_nodes"]), saved["info"]
-    else:
-        ei, n, info = real_edge_index(spec["dataset"])
-    if spec["which"] == "B":
-        t0 = time.perf_counter()
-        ei, info = scale_graph(ei, n, N_SCALE, E_SCALE, spec["seed"])
-        info["generation_s"] = time.perf_counter() - t0
-        n = N_SCALE
-    torch.save({"edge_index": ei, "num_nodes": n}, spec["graph"])
-    return info
-
-
-def topology_cache_bytes() -> int:
-    """Bytes of the tensors the shared layers cache per topology (graph.py's `_TOPOLOGY`); 0 for PyG."""
-    graph = sys.modules.get(GRAPH_MODULE)
-    if graph is None:
-        return 0
-    seen, total = set(), 0
-
-    def walk(v):
-        nonlocal total
-        if isinstance(v, (tuple, list)):
-            for item in v:
-                walk(item)
-        elif dataclasses.is_dataclass(v):  # e.g. graph.CSRTopology (the attention layers' cache)
-            walk(list(vars(v).values()))
-        elif hasattr(v, "untyped_storage") and v.untyped_storage().data_ptr() not in seen:
-            seen.add(v.untyped_storage().data_ptr())
-            total += v.untyped_storage().nbytes()
-
-    for _ref, _version, values in graph._TOPOLOGY._entries.values():
-        walk(list(values.values()))
-    return total
-
-
-def library_warmup(model, impl: str, device) -> int:
-    """One forward+backward of `model` on a tiny graph (an 8-node bidirected ring, one cell), gradients
-    cleared after. This pages in the code and pools each implementation needs once per process (numba
-    loading its cached kernels, MKL / OpenMP thread pools, torch's autograd engine), so that the measured
-    first step on the real graph is not charged for them. Returns the RSS it added (bytes)."""
-    import torch
-
-    rss0 = rss_bytes()
-    ring = torch.arange(8, device=device)
-    edge_index = torch.stack([torch.cat([ring, (ring + 1) % 8]), torch.cat([(ring + 1) % 8, ring])])
-    x = torch.randn(8, 1, F_IN, device=device) if impl == "shared" else torch.randn(8, F_IN, device=device)
-    model(x, edge_index).pow(2).mean().backward()
-    for p in model.parameters():
-        p.grad = None
-    del x, edge_index
-    gc.collect()
-    return rss_bytes() - rss0
-
-
-def child_main(spec: dict) -> dict:
-    """One (implementation, layer, B) measurement in this fresh process. Returns a result dict."""
-    import torch
-
-    torch.set_num_threads(spec["threads"])
-    device = torch.device(spec.get("device", "cpu"))
-    cuda = device.type == "cuda"
-    res: dict = {"status": "ok", "rss_import_mib": rss_bytes() / MIB}
-    oom_errors = (MemoryError, torch.cuda.OutOfMemoryError) if cuda else (MemoryError,)
-    try:
-        g = torch.load(spec["graph"])
-        edge_index, n = g["edge_index"].to(device), int(g["num_nodes"])
-        del g
-        b, impl = spec["B"], spec["impl"]
-        model = make_stacks(spec["layer"], impl, spec["seed"]).to(device)
-        gen = torch.Generator().manual_seed(spec["seed"] + 1)
-        x = torch.randn(n, b, F_IN, generator=gen).to(device)
-        rss_graph = rss_bytes()
-        cuda_graph = torch.cuda.memory_allocated(device) if cuda else 0
-        if impl == "shared":
-            inp, ei = x, edge_index
-        elif spec.get("batch") == "data":  # Part A: the original's torch_geometric Batch
-            from torch_geometric.data import Batch, Data
-
-            times = []
-            for _ in range(spec.get("build_reps", 3)):
-                t0 = time.perf_counter()
-                batch = Batch.from_data_list([Data(x=x[:, c], edge_index=edge_index, num_nodes=n) for c in range(b)])
-                times.append(time.perf_counter() - t0)
-                if _ < spec.get("build_reps", 3) - 1:
-                    del batch
-            res["batch_build_s"] = sorted(times)[len(times) // 2]
-            inp, ei = batch.x, batch.edge_index
-            del batch, x
-        else:  # Part B: the equivalent offset edge_index of B copies (cell-major node order)
-            t0 = time.perf_counter()
-            offs = torch.arange(b, dtype=torch.long, device=device).repeat_interleave(edge_index.size(1)) * n
-            ei = edge_index.repeat(1, b) + offs
-            del offs
-            inp = x.transpose(0, 1).reshape(b * n, F_IN)
-            del x
-            res["batch_build_s"] = time.perf_counter() - t0
-        if spec.get("library_warmup"):
-            res["library_warmup_mib"] = library_warmup(model, impl, device) / MIB
-        gc.collect()
-        rss_before = rss_bytes()
-        res["inputs_mib"] = (rss_before - rss_graph - res.get("library_warmup_mib", 0.0) * MIB) / MIB
-        res["rss_before_mib"] = rss_before / MIB
-        res["hwm_reset"] = reset_hwm()
-        if cuda:  # GPU memory: the caching allocator's exact peak of live tensors
-            torch.cuda.synchronize(device)
-            cuda_before = torch.cuda.memory_allocated(device)
-            res["inputs_mib"] = (cuda_before - cuda_graph) / MIB
-            torch.cuda.reset_peak_memory_stats(device)
-
-        def step():
-            out = model(inp, ei)
-            loss = out.pow(2).mean()
-            loss.backward()
-            if cuda:
-                torch.cuda.synchronize(device)
-            return out, loss
-
-        t0 = time.perf_counter()
-        out, loss = step()
-        res["first_step_s"] = time.perf_counter() - t0
-        peak = hwm_bytes()
-        res["loss"] = float(loss)
-        if spec.get("check"):
-            o = out.detach().cpu()
-            if impl != "shared":
-                o = o.view(b, n, -1).transpose(0, 1)
-            torch.save(
-                {"out": o.contiguous(), "grads": {k: p.grad.cpu() for k, p in model.named_parameters()}},
-                spec["check"],
-            )
-            del o
-        del out, loss
-        for p in model.parameters():
-            p.grad = None
-        gc.collect()
-        rss_steady = rss_bytes()  # after the one-off first-step costs (library pages, workspaces, caches)
-        reset_hwm()
-        for _ in range(spec["warmup"] - 1):
-            step()
-            for p in model.parameters():
-                p.grad = None
-        step_times = []
-        t0 = time.perf_counter()
-        for _ in range(spec["steps"]):
-            t1 = time.perf_counter()
-            step()
-            for p in model.parameters():
-                p.grad = None
-            step_times.append(time.perf_counter() - t1)
-        dt = time.perf_counter() - t0
-        res["step_times_s"] = step_times
-        res["loadavg_1min"] = os.getloadavg()[0]
-        steady_peak = hwm_bytes()
-        peak = max(peak, steady_peak)
-        res["peak_delta_mib"] = (peak - rss_before) / MIB
-        # steady state: the steps after the first, above the RSS they start from, plus the per-topology
-        # cache the shared layers keep between steps (built in the first step, so not in that delta)
-        res["topology_cache_mib"] = topology_cache_bytes() / MIB
-        res["steady_peak_delta_mib"] = (steady_peak - rss_steady) / MIB + res["topology_cache_mib"]
-        res["peak_rss_mib"] = peak / MIB
-        res["vm_peak_mib"] = _status_kib("VmPeak") / 1024  # lifetime peak address space (what RLIMIT_AS caps)
-        res["budget_metric_mib"] = res["vm_peak_mib"]
-        if cuda:
-            res["peak_delta_mib"] = (torch.cuda.max_memory_allocated(device) - cuda_before) / MIB
-            res["cuda_max_reserved_mib"] = torch.cuda.max_memory_reserved(device) / MIB
-            res["budget_metric_mib"] = res["cuda_max_reserved_mib"]
-            res["device_name"] = torch.cuda.get_device_name(device)
-        if spec["steps"]:
-            res["step_s"] = dt / spec["steps"]
-            res["cells_per_s"] = b * spec["steps"] / dt
-            res["cells_per_s_best_step"] = b / min(step_times)
-        else:
-            res["step_s"] = res["first_step_s"]
-            res["cells_per_s"] = b / res["first_step_s"]
-    except (MemoryError, RuntimeError) as err:  # allocation refused under RLIMIT_AS, or CUDA out of memory
-        msg = str(err)
-        if isinstance(err, oom_errors) or "memory" in msg.lower() or "alloc" in msg.lower():
-            res = {"status": "exceeds limit", "error": msg[:300]}
-        else:
-            raise
-    return res
-
-
 def run_child(spec: dict, limit_bytes: int, timeout: float, live_memory: bool = False) -> dict:
-    """Run `child_main(spec)` in a fresh interpreter with RLIMIT_AS = limit_bytes (CPU only: a CUDA
-    process maps far more address space than it uses, so GPU runs are bounded by the GPU's memory).
+    """Run a measurement (`graph_bench_child.py`) in a fresh interpreter with RLIMIT_AS = limit_bytes (CPU
+    only: a CUDA process maps far more address space than it uses, so GPU runs are bounded by the GPU's memory).
 
     `live_memory=True` runs the child with glibc's mmap threshold fixed at 64 KiB
     (``MALLOC_MMAP_THRESHOLD_``; ``MALLOC_TRIM_THRESHOLD_=0``): every tensor-sized allocation is then its
@@ -426,7 +109,7 @@ def run_child(spec: dict, limit_bytes: int, timeout: float, live_memory: bool = 
         if on_cpu:
             resource.setrlimit(resource.RLIMIT_AS, (limit_bytes, limit_bytes))
 
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--_child", json.dumps(spec)]
+    cmd = [sys.executable, str(CHILD_SCRIPT), json.dumps(spec)]
     t0 = time.perf_counter()
     try:
         env = dict(os.environ)
@@ -451,84 +134,6 @@ def run_child(spec: dict, limit_bytes: int, timeout: float, live_memory: bool = 
             os.unlink(result_path)
     res["process_wall_s"] = wall
     return res
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Graphs (parent side)
-# ---------------------------------------------------------------------------------------------------------
-
-
-def real_edge_index(dataset: str):
-    import torch
-
-    from dataset_script.loader import load_graph
-    from modeling_celltosg.graph import ppi_directed
-
-    graph, _ = load_graph(dataset)
-    ei = torch.cat([graph.internal_edge_index, ppi_directed(graph.ppi_edge_index)], dim=1).contiguous()
-    return ei, graph.num_nodes, {
-        "num_nodes": graph.num_nodes,
-        "num_transcripts": graph.num_transcripts,
-        "num_proteins": graph.num_proteins,
-        "internal_edges": int(graph.internal_edge_index.size(1)),
-        "ppi_pairs": int(graph.ppi_edge_index.size(1)),
-        "directed_edges": int(ei.size(1)),
-    }
-
-
-def scale_graph(real_ei, real_n: int, n: int, e: int, seed: int):
-    """Random [2, e] edge_index on n nodes following the real out-/in-degree profiles (module docstring)."""
-    import numpy as np
-    import torch
-
-    rng = np.random.default_rng(seed)
-    src_r, dst_r = real_ei.numpy()
-    out_deg = np.bincount(src_r, minlength=real_n)
-    in_deg = np.bincount(dst_r, minlength=real_n)
-    w_out = rng.choice(out_deg, size=n).astype(np.float64)
-    w_in = rng.choice(in_deg, size=n).astype(np.float64)
-    p_out, p_in = w_out / w_out.sum(), w_in / w_in.sum()
-    keys = np.empty(0, dtype=np.int64)
-    rounds = 0
-    while keys.size < e:
-        rounds += 1
-        need = e - keys.size
-        draw = int(need * 1.02) + 1000 if rounds > 1 else need
-        counts = rng.multinomial(draw, p_out)  # out-degree of every node in this round
-        s = np.repeat(np.arange(n, dtype=np.int64), counts)
-        d = rng.choice(n, size=draw, p=p_in).astype(np.int64)
-        k = s * n + d
-        k = k[s != d]
-        del s, d
-        keys = np.unique(np.concatenate([keys, k]))
-        if keys.size > e:  # drop a random surplus
-            keys = np.sort(rng.choice(keys, size=e, replace=False))
-    src, dst = keys // n, keys % n
-    del keys
-    od, idg = np.bincount(src, minlength=n), np.bincount(dst, minlength=n)
-    info = {
-        "num_nodes": n,
-        "directed_edges": int(src.size),
-        "generation": (
-            f"each node draws an out-degree and (independently) an in-degree from the empirical "
-            f"distributions of the real TOSG ({real_n} nodes, {real_ei.size(1)} directed edges); "
-            f"{e} distinct edges are drawn with source ~ drawn out-degree, target ~ drawn in-degree "
-            f"(multinomial), self-loops and duplicates dropped and re-drawn ({rounds} rounds); "
-            f"edges sorted by (source, target); numpy seed {seed}"
-        ),
-        "mean_out_degree": float(od.mean()),
-        "max_out_degree": int(od.max()),
-        "frac_no_out": float((od == 0).mean()),
-        "max_in_degree": int(idg.max()),
-        "frac_no_in": float((idg == 0).mean()),
-        "real_mean_out_degree": float(out_deg.mean()),
-        "real_max_out_degree": int(out_deg.max()),
-        "real_frac_no_out": float((out_deg == 0).mean()),
-        "real_max_in_degree": int(in_deg.max()),
-        "real_frac_no_in": float((in_deg == 0).mean()),
-    }
-    ei = torch.from_numpy(np.stack([src, dst]))
-    return ei, info
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -566,48 +171,52 @@ def fmt(v, spec="{:.1f}"):
     return spec.format(v) if isinstance(v, (int, float)) else str(v)
 
 
-def part_a(args, tmp: Path, log) -> dict:
-    gpath = tmp / "graph_A.pt"
-    ginfo = prepare_graph("A", gpath, args)
-    log(f"Part A graph: {ginfo}")
+def _part_a_measure(impl: str, layer: str, b: int, gpath: Path, tmp: Path, args, log) -> dict:
+    """One Part-A config: the timing process, then (CPU) the live-memory process whose peaks replace the
+    timing process's (kept as ``rss_peak_delta_mib``)."""
     guard = int(args.guard_gib * GIB)
-    rows = []
-    for layer in ("gcn", "gat"):
-        for b in args.batch_sizes:
-            row = {"layer": layer, "B": b}
-            for impl in ("shared", "pyg"):
-                spec = {
-                    "impl": impl, "layer": layer, "B": b, "graph": str(gpath), "seed": args.seed,
-                    "threads": args.threads, "warmup": args.warmup, "steps": args.steps, "batch": "data",
-                    "check": str(tmp / f"check_{impl}.pt"), "device": args.device,
-                    "library_warmup": not args.no_library_warmup,
-                }
-                res = run_child(spec, guard, args.timeout)
-                if res["status"] == "ok" and args.device == "cpu":  # live-memory peak, in its own process
-                    mem = run_child(dict(spec, check=None, warmup=1, steps=2), guard, args.timeout, live_memory=True)
-                    res["rss_peak_delta_mib"] = res["peak_delta_mib"]  # glibc defaults (allocator retention)
-                    res["peak_delta_mib"] = mem.get("peak_delta_mib", mem["status"])
-                    res["steady_peak_delta_mib"] = mem.get("steady_peak_delta_mib", mem["status"])
-                    res["topology_cache_mib"] = mem.get("topology_cache_mib", mem["status"])
-                    res["library_warmup_mib"] = mem.get("library_warmup_mib", "-")
-                row[impl] = res
-                log(f"  {layer} B={b:<3d} {impl:6s}: " + json.dumps({k: (round(v, 4) if isinstance(v, float) else v)
-                                                                    for k, v in res.items() if k != "stderr"}))
-                if res["status"] not in ("ok", "exceeds limit"):
-                    log(res.get("stderr", ""))
-            if row["shared"]["status"] == "ok" and row["pyg"]["status"] == "ok" and all(
-                    isinstance(row[i]["peak_delta_mib"], float) for i in ("shared", "pyg")):
-                row["check"] = check_same(layer, b, str(tmp / "check_shared.pt"), str(tmp / "check_pyg.pt"))
-                row["speedup"] = row["shared"]["cells_per_s"] / row["pyg"]["cells_per_s"]
-                row["mem_ratio"] = row["shared"]["peak_delta_mib"] / max(row["pyg"]["peak_delta_mib"], 1e-9)
-                if all(isinstance(row[i].get("steady_peak_delta_mib"), float) for i in ("shared", "pyg")):
-                    row["steady_mem_ratio"] = (row["shared"]["steady_peak_delta_mib"]
-                                               / max(row["pyg"]["steady_peak_delta_mib"], 1e-9))
-                log(f"  {layer} B={b}: outputs/gradients agree {row['check']}")
-            for impl in ("shared", "pyg"):
-                Path(tmp / f"check_{impl}.pt").unlink(missing_ok=True)
-            rows.append(row)
+    spec = {
+        "impl": impl, "layer": layer, "B": b, "graph": str(gpath), "seed": args.seed,
+        "threads": args.threads, "warmup": args.warmup, "steps": args.steps, "batch": "data",
+        "check": str(tmp / f"check_{impl}.pt"), "device": args.device,
+        "library_warmup": not args.no_library_warmup,
+    }
+    res = run_child(spec, guard, args.timeout)
+    if res["status"] == "ok" and args.device == "cpu":  # live-memory peak, in its own process
+        mem = run_child(dict(spec, check=None, warmup=1, steps=2), guard, args.timeout, live_memory=True)
+        res["rss_peak_delta_mib"] = res["peak_delta_mib"]  # glibc defaults (allocator retention)
+        res["peak_delta_mib"] = mem.get("peak_delta_mib", mem["status"])
+        res["steady_peak_delta_mib"] = mem.get("steady_peak_delta_mib", mem["status"])
+        res["topology_cache_mib"] = mem.get("topology_cache_mib", mem["status"])
+        res["library_warmup_mib"] = mem.get("library_warmup_mib", "-")
+    log(f"  {layer} B={b:<3d} {impl:6s}: " + json.dumps({k: (round(v, 4) if isinstance(v, float) else v)
+                                                        for k, v in res.items() if k != "stderr"}))
+    if res["status"] not in ("ok", "exceeds limit"):
+        log(res.get("stderr", ""))
+    return res
 
+
+def _part_a_row(layer: str, b: int, gpath: Path, tmp: Path, args, log) -> dict:
+    """Both implementations of one (layer, B); when both ran, their outputs and gradients are checked
+    equal and the speed and memory ratios added."""
+    row = {"layer": layer, "B": b}
+    for impl in ("shared", "pyg"):
+        row[impl] = _part_a_measure(impl, layer, b, gpath, tmp, args, log)
+    if row["shared"]["status"] == "ok" and row["pyg"]["status"] == "ok" and all(
+            isinstance(row[i]["peak_delta_mib"], float) for i in ("shared", "pyg")):
+        row["check"] = check_same(layer, b, str(tmp / "check_shared.pt"), str(tmp / "check_pyg.pt"))
+        row["speedup"] = row["shared"]["cells_per_s"] / row["pyg"]["cells_per_s"]
+        row["mem_ratio"] = row["shared"]["peak_delta_mib"] / max(row["pyg"]["peak_delta_mib"], 1e-9)
+        if all(isinstance(row[i].get("steady_peak_delta_mib"), float) for i in ("shared", "pyg")):
+            row["steady_mem_ratio"] = (row["shared"]["steady_peak_delta_mib"]
+                                       / max(row["pyg"]["steady_peak_delta_mib"], 1e-9))
+        log(f"  {layer} B={b}: outputs/gradients agree {row['check']}")
+    for impl in ("shared", "pyg"):
+        Path(tmp / f"check_{impl}.pt").unlink(missing_ok=True)
+    return row
+
+
+def _part_a_table(rows: list[dict], args) -> list[str]:
     hdr = (f"{'layer':5s} {'B':>3s} | {'shared cells/s':>14s} {'PyG cells/s':>11s} {'ratio':>6s} | "
            f"{'best-step ratio':>15s} | "
            f"{'shared MiB':>10s} {'PyG MiB':>8s} {'ratio':>6s} | {'steady shared':>13s} {'PyG':>6s} {'ratio':>6s} | "
@@ -646,6 +255,11 @@ def part_a(args, tmp: Path, log) -> dict:
     table.append("cells/s = B x timed steps / wall time; best-step ratio = the same ratio from each side's fastest "
                  f"step (noise check); {mem_note} (inputs excluded; the PyG side's replicated Batch is in "
                  "'PyG inputs MiB').")
+    return table
+
+
+def _part_a_targets(rows: list[dict]) -> list[str]:
+    """The B = 16 targets (speed ≥ 5×, memory ≤ ¼ of PyG), MET or NOT MET."""
     targets = []
     for layer in ("gcn", "gat"):
         r = next((r for r in rows if r["layer"] == layer and r["B"] == 16), None)
@@ -660,12 +274,98 @@ def part_a(args, tmp: Path, log) -> dict:
             f"peak memory shared/PyG, first step included = {mr:.3f} (target <= 0.25: "
             f"{'MET' if mr <= 0.25 else 'NOT MET'}){steady}"
         )
-    return {"graph": ginfo, "rows": rows, "table": table, "targets": targets}
+    return targets
+
+
+def part_a(args, tmp: Path, log) -> dict:
+    gpath = tmp / "graph_A.pt"
+    ginfo = prepare_graph("A", gpath, args)
+    log(f"Part A graph: {ginfo}")
+    rows = [_part_a_row(layer, b, gpath, tmp, args, log) for layer in ("gcn", "gat") for b in args.batch_sizes]
+    return {"graph": ginfo, "rows": rows, "table": _part_a_table(rows, args), "targets": _part_a_targets(rows)}
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Part B
 # ---------------------------------------------------------------------------------------------------------
+
+
+def _search_trial(impl: str, layer: str, b: int, gpath: Path, budget: int, args, log) -> dict:
+    """One Part-B trial: a single forward+backward step at B under the budget."""
+    spec = {"impl": impl, "layer": layer, "B": b, "graph": str(gpath), "seed": args.seed,
+            "threads": args.threads, "warmup": 1, "steps": 0, "batch": "offset", "device": args.device}
+    if args.device == "cpu":
+        res = run_child(spec, budget, args.timeout)
+    else:
+        # On a GPU the trials run in this process (a fresh CUDA process costs ~20 s to start on the
+        # lent machine); an out-of-memory error is a clean exception, and the caching allocator is
+        # emptied after every trial so the next one starts from an empty GPU.
+        import torch
+
+        t0 = time.perf_counter()
+        res = child_main(spec)
+        res["process_wall_s"] = time.perf_counter() - t0
+        gc.collect()
+        torch.cuda.empty_cache()
+    short = {k: (round(v, 2) if isinstance(v, float) else v) for k, v in res.items()
+             if k in ("status", "first_step_s", "vm_peak_mib", "peak_rss_mib", "peak_delta_mib", "inputs_mib",
+                      "cuda_max_reserved_mib", "cells_per_s",
+                      "process_wall_s", "error")}
+    log(f"    {impl} {layer} B={b}: {json.dumps(short)}")
+    return res
+
+
+def _search_double(trial, b_cap: int) -> tuple[int, int | None]:
+    """``--search double``: (largest fitting B, first failing B or None) by doubling, then bisection."""
+    lo, hi = 0, None
+    b = 1
+    while b <= b_cap:
+        if trial(b):
+            lo, b = b, b * 2
+        else:
+            hi = b
+            break
+    while hi is not None and hi - lo > max(1, lo // 8):
+        mid = (lo + hi) // 2
+        if trial(mid):
+            lo = mid
+        else:
+            hi = mid
+    return lo, hi
+
+
+def _search_fit(trial, trials: dict[int, dict], budget: int, b_cap: int) -> tuple[int, int | None]:
+    """``--search fit``: (largest fitting B, first failing B or None) by extrapolating the measured peak
+    address space of the fitting `trials` (filled by `trial`) to the budget (see `search_max_b`)."""
+    lo, hi = 0, None
+    for b in (1, 2):
+        if trial(b):
+            lo = b
+        else:
+            hi = b
+            break
+    for _ in range(16):
+        if hi is not None and hi - lo <= 1:
+            break
+        fits = sorted(b for b, r in trials.items() if r["status"] == "ok")
+        b1, b2 = fits[-2], fits[-1]
+        v1, v2 = trials[b1]["budget_metric_mib"] * MIB, trials[b2]["budget_metric_mib"] * MIB
+        slope = (v2 - v1) / (b2 - b1)
+        pred = b2 + int((budget - v2) // slope) if slope > 0 else 2 * b2
+        cand = min(max(pred, lo + 1), (hi - 1) if hi is not None else b_cap, 4 * lo)
+        history = [trials[b]["status"] == "ok" for b in trials]
+        if hi is not None:
+            if not history[-1] and hi - lo > max(2, lo // 8):  # overshot with a wide bracket
+                cand = min(cand, (lo + hi) // 2)
+            if history[-1] == history[-2]:  # the model missed twice on one side: bisect
+                cand = (lo + hi) // 2
+        if trial(cand):
+            lo = cand
+        else:
+            hi = cand
+        if lo >= b_cap:
+            break
+    return lo, hi
 
 
 def search_max_b(impl: str, layer: str, gpath: Path, args, log, b_cap: int = 4096) -> dict:
@@ -684,72 +384,10 @@ def search_max_b(impl: str, layer: str, gpath: Path, args, log, b_cap: int = 409
     trials: dict[int, dict] = {}
 
     def trial(b: int) -> bool:
-        spec = {"impl": impl, "layer": layer, "B": b, "graph": str(gpath), "seed": args.seed,
-                "threads": args.threads, "warmup": 1, "steps": 0, "batch": "offset", "device": args.device}
-        if args.device == "cpu":
-            res = run_child(spec, budget, args.timeout)
-        else:
-            # On a GPU the trials run in this process (a fresh CUDA process costs ~20 s to start on the
-            # lent machine); an out-of-memory error is a clean exception, and the caching allocator is
-            # emptied after every trial so the next one starts from an empty GPU.
-            import torch
+        trials[b] = _search_trial(impl, layer, b, gpath, budget, args, log)
+        return trials[b]["status"] == "ok"
 
-            t0 = time.perf_counter()
-            res = child_main(spec)
-            res["process_wall_s"] = time.perf_counter() - t0
-            gc.collect()
-            torch.cuda.empty_cache()
-        trials[b] = res
-        short = {k: (round(v, 2) if isinstance(v, float) else v) for k, v in res.items()
-                 if k in ("status", "first_step_s", "vm_peak_mib", "peak_rss_mib", "peak_delta_mib", "inputs_mib",
-                          "cuda_max_reserved_mib", "cells_per_s",
-                          "process_wall_s", "error")}
-        log(f"    {impl} {layer} B={b}: {json.dumps(short)}")
-        return res["status"] == "ok"
-
-    lo, hi = 0, None
-    if args.search == "double":
-        b = 1
-        while b <= b_cap:
-            if trial(b):
-                lo, b = b, b * 2
-            else:
-                hi = b
-                break
-        while hi is not None and hi - lo > max(1, lo // 8):
-            mid = (lo + hi) // 2
-            if trial(mid):
-                lo = mid
-            else:
-                hi = mid
-    else:
-        for b in (1, 2):
-            if trial(b):
-                lo = b
-            else:
-                hi = b
-                break
-        for _ in range(16):
-            if hi is not None and hi - lo <= 1:
-                break
-            fits = sorted(b for b, r in trials.items() if r["status"] == "ok")
-            b1, b2 = fits[-2], fits[-1]
-            v1, v2 = trials[b1]["budget_metric_mib"] * MIB, trials[b2]["budget_metric_mib"] * MIB
-            slope = (v2 - v1) / (b2 - b1)
-            pred = b2 + int((budget - v2) // slope) if slope > 0 else 2 * b2
-            cand = min(max(pred, lo + 1), (hi - 1) if hi is not None else b_cap, 4 * lo)
-            history = [trials[b]["status"] == "ok" for b in trials]
-            if hi is not None:
-                if not history[-1] and hi - lo > max(2, lo // 8):  # overshot with a wide bracket
-                    cand = min(cand, (lo + hi) // 2)
-                if history[-1] == history[-2]:  # the model missed twice on one side: bisect
-                    cand = (lo + hi) // 2
-            if trial(cand):
-                lo = cand
-            else:
-                hi = cand
-            if lo >= b_cap:
-                break
+    lo, hi = _search_double(trial, b_cap) if args.search == "double" else _search_fit(trial, trials, budget, b_cap)
     out = {"impl": impl, "layer": layer, "max_B": lo, "first_fail_B": hi, "search": args.search,
            "trials": [dict(r, B=b) for b, r in trials.items()]}
     if lo:
@@ -808,33 +446,6 @@ def part_b(args, tmp: Path, log) -> dict:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def profile_child(spec: dict) -> dict:
-    """One GAT stack step per implementation under torch.profiler (runs in a measurement process)."""
-    import torch
-    from torch.profiler import ProfilerActivity, profile
-
-    from torch_geometric.data import Batch, Data
-
-    torch.set_num_threads(spec["threads"])
-    g = torch.load(spec["graph"])
-    ei, n, b = g["edge_index"], int(g["num_nodes"]), spec["B"]
-    out = {}
-    for impl in ("shared", "pyg"):
-        model = make_stacks("gat", impl, spec["seed"])
-        x = torch.randn(n, b, F_IN, generator=torch.Generator().manual_seed(spec["seed"] + 1))
-        if impl == "shared":
-            inp, e = x, ei
-        else:
-            batch = Batch.from_data_list([Data(x=x[:, c], edge_index=ei, num_nodes=n) for c in range(b)])
-            inp, e = batch.x, batch.edge_index
-        model(inp, e).pow(2).mean().backward()  # warm-up
-        with profile(activities=[ProfilerActivity.CPU]) as prof:
-            model(inp, e).pow(2).mean().backward()
-        out[impl] = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20,
-                                              max_name_column_width=48)
-    return out
-
-
 def profile_gat(args, b: int, tmp: Path, log) -> dict:
     gpath = tmp / "graph_A.pt"
     if not gpath.exists():
@@ -856,7 +467,8 @@ def provenance() -> dict:
     import torch
     import torch_geometric
 
-    sources = [ROOT / "modeling_celltosg" / name for name in ("graph.py", "cpu_kernels.py")]
+    sources = [ROOT / "modeling_celltosg" / name for name in ("topology.py", "sparse_functions.py", "gcn_conv.py", "gat_conv.py",
+                                                                  "cpu_kernels.py")]
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     except OSError:
@@ -864,20 +476,13 @@ def provenance() -> dict:
     return {
         "torch": torch.__version__, "torch_geometric": torch_geometric.__version__, "python": platform.python_version(),
         "cpu_count": os.cpu_count(), "git_commit": commit,
-        "graph_py_sha256": hashlib.sha256(b"".join(p.read_bytes() for p in sources)).hexdigest()[:16],
+        "layers_sha256": hashlib.sha256(b"".join(p.read_bytes() for p in sources)).hexdigest()[:16],
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor() or "cpu",
     }
 
 
-def main() -> None:
-    if len(sys.argv) == 3 and sys.argv[1] == "--_child":
-        spec = json.loads(sys.argv[2])
-        mode = spec.get("mode")
-        res = profile_child(spec) if mode == "profile" else prep_child(spec) if mode == "prep" else child_main(spec)
-        Path(spec["result"]).write_text(json.dumps(res))
-        return
-
+def _parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", default="runs/demo/dataset", help="built OmniCellTOSG dataset (graph source)")
     ap.add_argument("--part", choices=["A", "B", "all"], default="all")
@@ -907,7 +512,46 @@ def main() -> None:
     ap.add_argument("--graph-file", type=Path, help="read the real TOSG edge list from this file (written by "
                     "--save-graph-file) instead of --dataset, e.g. on a machine without the built dataset")
     ap.add_argument("--save-graph-file", type=Path, help="write the real TOSG edge list of --dataset here and exit")
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+def _check_memory(args) -> None:
+    """Exit when a guard or budget asks for more than the RAM available here (unless --force)."""
+    avail = mem_available()
+    for name in ("guard_gib", "budget_gib"):
+        need = getattr(args, name) * GIB
+        if args.device == "cpu" and need > avail - 2 * GIB and not args.force and (
+                name == "guard_gib" or args.part in ("B", "all")):
+            sys.exit(f"--{name.replace('_', '-')} {getattr(args, name)} GiB exceeds the RAM available here "
+                     f"({avail / GIB:.1f} GiB - 2 GiB margin); lower it or pass --force.")
+
+
+def _run_parts(args, result: dict, log) -> None:
+    """Parts A and/or B (and the optional GAT profile) into `result`, their tables logged."""
+    with tempfile.TemporaryDirectory(prefix="bench_graph_") as tmpdir:
+        tmp = Path(tmpdir)
+        if args.part in ("A", "all"):
+            log(f"\n## Part A: shared topology vs PyG Batch on the real TOSG "
+                f"(warm-up {args.warmup}, timed steps {args.steps}, guard RLIMIT_AS {args.guard_gib} GiB)")
+            result["A"] = part_a(args, tmp, log)
+            log("")
+            for line in result["A"]["table"]:
+                log(line)
+            log("")
+            for line in result["A"]["targets"]:
+                log(line)
+        if args.profile_gat:
+            result["profile_gat"] = profile_gat(args, args.profile_gat, tmp, log)
+        if args.part in ("B", "all"):
+            log(f"\n## Part B: original-size graph, largest B under a {args.budget_gib:.1f} GiB budget ({args.device})")
+            result["B"] = part_b(args, tmp, log)
+            log("")
+            for line in result["B"]["table"]:
+                log(line)
+
+
+def main() -> None:
+    args = _parse_args()
     if args.save_graph_file:
         import torch
 
@@ -931,13 +575,7 @@ def main() -> None:
     if args.omp_active:
         OMP_WAIT_POLICY = ""
 
-    avail = mem_available()
-    for name in ("guard_gib", "budget_gib"):
-        need = getattr(args, name) * GIB
-        if args.device == "cpu" and need > avail - 2 * GIB and not args.force and (
-                name == "guard_gib" or args.part in ("B", "all")):
-            sys.exit(f"--{name.replace('_', '-')} {getattr(args, name)} GiB exceeds the RAM available here "
-                     f"({avail / GIB:.1f} GiB - 2 GiB margin); lower it or pass --force.")
+    _check_memory(args)
 
     lines: list[str] = []
 
@@ -950,26 +588,7 @@ def main() -> None:
     log(f"bench_graph: {json.dumps(result['provenance'])}")
     log(f"model: 2-layer stack conv2(relu(conv1(x))), F=16; GCN 16->16->16, GAT 16->2x8->2x8 (concat); "
         f"step = forward + loss=mean(out^2) + backward; torch threads={args.threads}")
-    with tempfile.TemporaryDirectory(prefix="bench_graph_") as tmpdir:
-        tmp = Path(tmpdir)
-        if args.part in ("A", "all"):
-            log(f"\n## Part A: shared topology vs PyG Batch on the real TOSG "
-                f"(warm-up {args.warmup}, timed steps {args.steps}, guard RLIMIT_AS {args.guard_gib} GiB)")
-            result["A"] = part_a(args, tmp, log)
-            log("")
-            for line in result["A"]["table"]:
-                log(line)
-            log("")
-            for line in result["A"]["targets"]:
-                log(line)
-        if args.profile_gat:
-            result["profile_gat"] = profile_gat(args, args.profile_gat, tmp, log)
-        if args.part in ("B", "all"):
-            log(f"\n## Part B: original-size graph, largest B under a {args.budget_gib:.1f} GiB budget ({args.device})")
-            result["B"] = part_b(args, tmp, log)
-            log("")
-            for line in result["B"]["table"]:
-                log(line)
+    _run_parts(args, result, log)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=1))

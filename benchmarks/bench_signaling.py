@@ -2,7 +2,8 @@
 
 Input: the real entity graph of a built dataset (``--dataset``) and its real Kang meta-cells, resampled
 with replacement to M ∈ ``--sizes`` meta-cells (half stim, half control), and a CellTOSG-FM classifier
-of the demo size (GAT, hidden 16, 2 PPI layers, 2 heads) with random weights — the cost of the pipeline
+of the default size (``CellTOSGConfig()``: GAT, hidden 16, 2 PPI layers, 2 heads) with random weights, and
+the default ``top_k`` / ``min_leaves`` / FDR threshold of ``infer_signaling`` — the cost of the pipeline
 does not depend on the values of the weights. Each size runs in a FRESH process (1 warm-up call on 16
 meta-cells first) with glibc's mmap threshold at 64 KiB so that freed tensors leave RSS at once; peak
 memory = VmHWM − VmRSS right before the pipeline (``/proc/self/clear_refs``), i.e. the live peak of
@@ -35,11 +36,16 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 def child(dataset: str, m: int, seed: int, threads: int, mode: str) -> dict:
     import numpy as np
     import torch
+    from graph_bench_child import hwm_bytes, reset_hwm, rss_bytes
 
-    from bench_graph import hwm_bytes, reset_hwm, rss_bytes
-    from dataset_script.loader import load_cohort
+    from dataset_script.cohorts.loader import load_cohort
     from modeling_celltosg import CellTOSGConfig, CellTOSGForCellClassification
-    from modeling_celltosg.signaling import edge_attention, group_edge_attention, infer_signaling, node_expression
+    from omnicelltosg.tools.signaling import (
+        edge_attention,
+        group_edge_attention,
+        infer_signaling,
+        node_expression,
+    )
 
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
@@ -52,8 +58,7 @@ def child(dataset: str, m: int, seed: int, threads: int, mode: str) -> dict:
     rows = np.concatenate([rng.choice(np.flatnonzero(groups_all == g), m // 2 + (m % 2) * (g == "stim"))
                            for g in ("stim", "control")])
     x, mask, groups = x_all[rows], m_all[rows], groups_all[rows]
-    config = CellTOSGConfig.for_graph(graph, hidden_size=16, num_layers=2, layer_type="gat", num_heads=2,
-                                      dropout=0.0, num_labels=2)
+    config = CellTOSGConfig.for_graph(graph, num_labels=2)  # the default (demo-sized) model
     model = CellTOSGForCellClassification(config).eval()
     symbols = entities["symbol"].to_numpy()[graph.num_transcripts:]
 
@@ -64,7 +69,7 @@ def child(dataset: str, m: int, seed: int, threads: int, mode: str) -> dict:
             pairs, weights = edge_attention(model, xx, mm, graph)
         expr = node_expression(xx.numpy(), graph)
         return infer_signaling(weights, pairs, expr, gg, case="stim", control="control", symbols=symbols,
-                               num_transcripts=graph.num_transcripts, top_k=100, min_leaves=2)
+                               num_transcripts=graph.num_transcripts)  # default top_k / min_leaves / FDR
 
     warm = np.concatenate([np.flatnonzero(groups == "stim")[:8], np.flatnonzero(groups == "control")[:8]])
     pipeline(x[warm], mask[warm], groups[warm])

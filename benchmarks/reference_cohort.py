@@ -1,6 +1,6 @@
 """A straightforward pandas implementation of the cohort algorithms (query, stratified case/control
 matching, donor split) — the baseline of ``benchmarks/bench_cohort.py`` and an independent check of
-``dataset_script.matching`` / ``dataset_script.splits`` in the tests.
+``dataset_script.cohorts.matching`` / ``dataset_script.cohorts.splits`` in the tests.
 
 It follows the same rules and consumes the random generator in the same order, so on the same
 table and seed it must select exactly the same rows; it is written the obvious way (boolean masks
@@ -33,16 +33,8 @@ def query_reference(meta: pd.DataFrame, conditions: dict) -> np.ndarray:
     return np.flatnonzero(mask.to_numpy())
 
 
-def match_reference(meta: pd.DataFrame, *, balance_field: str, control_value: str, match_keys=(),
-                    stage_key=None, stage_order=(), tolerance=1, controls_per_case=1, upsample=True, seed=0):
-    """Returns (case rows, control rows, control stage offsets, control upsampled flags, dropped)."""
-    rng = np.random.default_rng(seed)
-    df = meta.reset_index(drop=True).copy()
-    df["_priority"] = rng.random(len(df))
-    df["_pos"] = np.arange(len(df))
-    unknown_bal = _unknown(df[balance_field])
-    ctrl_mask = (df[balance_field].astype(str).str.lower() == str(control_value).lower()) & ~unknown_bal
-    case_mask = ~ctrl_mask & ~unknown_bal
+def _reference_usable(df: pd.DataFrame, case_mask: pd.Series, match_keys, stage_key, stage_order):
+    """(usable rows, cases lost to an unknown key by reason); sets ``df["_stage"]`` and makes the keys str."""
     dropped = {}
     usable = pd.Series(True, index=df.index)
     for key in match_keys:
@@ -59,19 +51,17 @@ def match_reference(meta: pd.DataFrame, *, balance_field: str, control_value: st
         df["_stage"] = df[stage_key].astype(str).str.lower().map(order).fillna(-1).astype(int)
     else:
         df["_stage"] = 0
-        tolerance = 0
     for key in match_keys:
         df[key] = df[key].astype(str)
-    cases = df[case_mask & usable]
-    controls = df[ctrl_mask & usable]
-    group_cols = list(match_keys) + ["_stage"]
-    case_groups = {k if isinstance(k, tuple) else (k,): g for k, g in cases.groupby(group_cols, sort=True)}
-    ctrl_groups = {k if isinstance(k, tuple) else (k,): g for k, g in controls.groupby(group_cols, sort=True)}
-    strata = list(case_groups)  # sorted by the keys, then the stage
+    return usable, dropped
+
+
+def _reference_draw(df: pd.DataFrame, strata: list, ctrl_groups: dict, need: dict, tolerance: int):
+    """Offset by offset, stratum by stratum: the lowest-priority unused controls at stage ± d.
+    Returns ({stratum: control rows}, {stratum: their offsets})."""
     used = np.zeros(len(df), dtype=bool)
     taken: dict = {s: [] for s in strata}
     offsets: dict = {s: [] for s in strata}
-    need = {s: len(case_groups[s]) * controls_per_case for s in strata}
     for d in range(0, tolerance + 1):
         for s in strata:
             rest = need[s] - len(taken[s])
@@ -87,6 +77,29 @@ def match_reference(meta: pd.DataFrame, *, balance_field: str, control_value: st
             taken[s] += list(chosen)
             offsets[s] += [d] * len(chosen)
             used[chosen] = True
+    return taken, offsets
+
+
+def match_reference(meta: pd.DataFrame, *, balance_field: str, control_value: str, match_keys=(),
+                    stage_key=None, stage_order=(), tolerance=1, controls_per_case=1, upsample=True, seed=0):
+    """Returns (case rows, control rows, control stage offsets, control upsampled flags, dropped)."""
+    rng = np.random.default_rng(seed)
+    df = meta.reset_index(drop=True).copy()
+    df["_priority"] = rng.random(len(df))
+    df["_pos"] = np.arange(len(df))
+    unknown_bal = _unknown(df[balance_field])
+    ctrl_mask = (df[balance_field].astype(str).str.lower() == str(control_value).lower()) & ~unknown_bal
+    case_mask = ~ctrl_mask & ~unknown_bal
+    usable, dropped = _reference_usable(df, case_mask, match_keys, stage_key, stage_order)
+    tolerance = tolerance if stage_key else 0
+    window = f"within ±{tolerance} stages" if stage_key else "with the same keys"
+    group_cols = list(match_keys) + ["_stage"]
+    cases, controls = df[case_mask & usable], df[ctrl_mask & usable]
+    case_groups = {k if isinstance(k, tuple) else (k,): g for k, g in cases.groupby(group_cols, sort=True)}
+    ctrl_groups = {k if isinstance(k, tuple) else (k,): g for k, g in controls.groupby(group_cols, sort=True)}
+    strata = list(case_groups)  # sorted by the keys, then the stage
+    need = {s: len(case_groups[s]) * controls_per_case for s in strata}
+    taken, offsets = _reference_draw(df, strata, ctrl_groups, need, tolerance)
     case_rows, ctrl_rows, ctrl_off, ctrl_up = [], [], [], []
     for s in strata:
         members = case_groups[s].sort_values("_priority", kind="stable")
@@ -98,8 +111,7 @@ def match_reference(meta: pd.DataFrame, *, balance_field: str, control_value: st
         if len(got) < need[s]:
             if not got:
                 kept = 0
-                dropped_reason = "no control " + (f"within ±{tolerance} stages" if stage_key else "with the same keys")
-                dropped[dropped_reason] = dropped.get(dropped_reason, 0) + n_case
+                dropped["no control " + window] = dropped.get("no control " + window, 0) + n_case
             elif upsample:
                 draw = rng.choice(np.arange(len(got)), size=need[s] - len(got), replace=True)
                 got += [got[i] for i in draw]
@@ -110,8 +122,7 @@ def match_reference(meta: pd.DataFrame, *, balance_field: str, control_value: st
                 by_priority = sorted(range(len(got)), key=lambda i: df["_priority"].iat[got[i]])
                 keep = sorted(by_priority[: kept * controls_per_case])
                 got, off, up = [got[i] for i in keep], [off[i] for i in keep], [up[i] for i in keep]
-                reason = "too few controls " + (f"within ±{tolerance} stages" if stage_key else "with the same keys") \
-                    + " (upsample=False)"
+                reason = f"too few controls {window} (upsample=False)"
                 if n_case - kept:
                     dropped[reason] = dropped.get(reason, 0) + n_case - kept
         case_rows += members["_pos"].tolist()[:kept]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-#: Obs columns that every ingested AnnData carries after :func:`dataset_script.ingest.read_dataset`.
+#: Obs columns that every ingested AnnData carries after :func:`dataset_script.build.ingest.read_dataset`.
 OBS_COLUMNS = (
     "dataset_id", "source", "donor_id", "sample_id", "tissue_general", "tissue",
     "tissue_ontology_id", "disease", "disease_ontology_id", "disease_category", "condition", "cell_type",
@@ -85,7 +85,7 @@ CELL_SCHEMA = pa.schema([
     ("suspension_type", pa.string()),
     ("n_cells", pa.int32()),
     ("purity", pa.float32()),
-    ("compactness", pa.float32()),   # mean PCA variance of the member cells (dataset_script.metacells.quality)
+    ("compactness", pa.float32()),   # mean PCA variance of the member cells (dataset_script.build.metacells.quality)
     ("separation", pa.float32()),    # PCA distance to the nearest meta-cell of the partition
     ("library_size", pa.float32()),
     ("values_are_counts", pa.bool_()),

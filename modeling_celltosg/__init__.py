@@ -14,29 +14,26 @@ from transformers import (
 )
 
 from .configuration_celltosg import CellTOSGConfig
-from .graph import (
-    SharedGATConv,
-    SharedGCNConv,
-    SharedTransformerConv,
-    TOSGGraph,
-    build_shared_conv,
-    ppi_directed,
-)
+from .gat_conv import SharedGATConv
+from .gcn_conv import SharedGCNConv
+from .layers import build_shared_conv
 from .modeling_celltosg import (
     CellTOSGCellClassifierOutput,
     CellTOSGForCellClassification,
-    CellTOSGForPretraining,
-    CellTOSGForPretrainingOutput,
+    CellTOSGForPreTraining,
+    CellTOSGForPreTrainingOutput,
     CellTOSGModel,
     CellTOSGModelOutput,
     CellTOSGPreTrainedModel,
     protein_log_degree,
 )
+from .tosg_graph import TOSGGraph, ppi_directed
+from .transformer_conv import SharedTransformerConv
 
 AutoConfig.register(CellTOSGConfig.model_type, CellTOSGConfig, exist_ok=True)
 _AUTO_CLASSES = {
     "AutoModel": (AutoModel, CellTOSGModel),
-    "AutoModelForPreTraining": (AutoModelForPreTraining, CellTOSGForPretraining),
+    "AutoModelForPreTraining": (AutoModelForPreTraining, CellTOSGForPreTraining),
     "AutoModelForSequenceClassification": (AutoModelForSequenceClassification, CellTOSGForCellClassification),
 }
 CellTOSGConfig.register_for_auto_class("AutoConfig")
@@ -49,8 +46,8 @@ __all__ = [
     "CellTOSGModel",
     "CellTOSGModelOutput",
     "CellTOSGPreTrainedModel",
-    "CellTOSGForPretraining",
-    "CellTOSGForPretrainingOutput",
+    "CellTOSGForPreTraining",
+    "CellTOSGForPreTrainingOutput",
     "CellTOSGForCellClassification",
     "CellTOSGCellClassifierOutput",
     "TOSGGraph",

@@ -1,8 +1,12 @@
 """CellTOSG-FM model configuration.
 
 Every hyper-parameter of CellTOSG-FM (OmniCellTOSG, arXiv 2504.02148 §2.3/§4.4) is a typed, defaulted
-field here; the graph topology and the frozen text priors are *data* (see `graph.TOSGGraph`), so the
-configuration only records their sizes and the entity-table version the weights were trained on.
+field here; the graph topology and the frozen text priors are *data* (see `tosg_graph.TOSGGraph`), so the
+configuration only records their sizes and the entity-table version the weights were trained on. How
+the model is trained (mask ratio, steps, ...) is not part of it: see `omnicelltosg.train.arguments`.
+
+The defaults are sized for CPU machines (the demo and the evaluation use them); configurations saved
+before `mask_ratio` moved to the training arguments still load (the key is kept as an unknown attribute).
 """
 
 from huggingface_hub.dataclasses import strict
@@ -28,7 +32,6 @@ class CellTOSGConfig(PreTrainedConfig):
         name_embedding_dim / description_embedding_dim: widths of the frozen text priors
             (all-MiniLM-L6-v2 → 384).
         sequence_embedding_dim: width of an optional protein-sequence prior; 0 = not used.
-        mask_ratio: fraction of training PPI edges masked per pretraining step.
         degree_loss_weight: weight of the degree-regression loss in pretraining.
         entity_version: hash of the entity table the model expects; empty = accept any graph.
         prior_source: where node identity comes from: `"text"` (the frozen name/description text priors
@@ -41,15 +44,14 @@ class CellTOSGConfig(PreTrainedConfig):
 
     num_transcripts: int = 0
     num_proteins: int = 0
-    hidden_size: int = 32
+    hidden_size: int = 16
     num_layers: int = 2
     layer_type: str = "gat"
     num_heads: int = 2
-    dropout: float | int = 0.1
+    dropout: float | int = 0.0
     name_embedding_dim: int = 384
     description_embedding_dim: int = 384
     sequence_embedding_dim: int = 0
-    mask_ratio: float = 0.1
     degree_loss_weight: float = 0.1
     entity_version: str = ""
     prior_source: str = "text"
@@ -76,8 +78,6 @@ class CellTOSGConfig(PreTrainedConfig):
         if self.prior_source not in PRIOR_SOURCES:
             raise ValueError(f"prior_source={self.prior_source!r} is not supported; accepted values: "
                              f"{list(PRIOR_SOURCES)}.")
-        if not 0.0 < self.mask_ratio < 1.0:
-            raise ValueError(f"mask_ratio must be in (0, 1), got {self.mask_ratio}.")
         for name in ("num_transcripts", "num_proteins", "sequence_embedding_dim"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")

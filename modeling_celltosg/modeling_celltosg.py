@@ -5,9 +5,9 @@ protein) gets an omic token (expression for transcripts, a learned type embeddin
 proteins) and projected frozen text priors (name, description, optional sequence); a cross-modal fusion
 module mixes them; an internal stage passes messages transcript → protein; a global stage runs
 `num_layers` layers over the protein–protein interaction (PPI) graph in both directions. All cells of a
-batch share one topology (see `graph.py`).
+batch share one topology (see `tosg_graph.py`).
 
-Built bottom-up: embeddings → encoder → `CellTOSGPreTrainedModel` → `CellTOSGModel` → heads.
+Built bottom-up: embeddings → encoder (its layer: `layers.py`) → `CellTOSGPreTrainedModel` → `CellTOSGModel` → heads.
 """
 
 from __future__ import annotations
@@ -22,8 +22,11 @@ from transformers import initialization as init
 from transformers.utils import ModelOutput
 
 from .configuration_celltosg import CellTOSGConfig
-from .graph import SharedGATConv, SharedGCNConv, TOSGGraph, build_shared_conv, memoize_on_topology, ppi_directed
-
+from .gat_conv import SharedGATConv
+from .gcn_conv import SharedGCNConv
+from .layers import CellTOSGLayer
+from .topology import memoize_on_topology
+from .tosg_graph import TOSGGraph, ppi_directed
 
 # ----------------------------------------------------------------------------------------------------------
 # Embeddings: omic encoder + frozen priors + cross-modal fusion
@@ -149,24 +152,8 @@ class CellTOSGEmbeddings(nn.Module):
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Encoder: internal stage (transcript → protein) + global stage (PPI)
+# Encoder: internal stage (transcript → protein) + global stage (PPI), each of `layers.CellTOSGLayer`
 # ----------------------------------------------------------------------------------------------------------
-
-
-class CellTOSGLayer(nn.Module):
-    """One shared-topology convolution with residual connection and LayerNorm:
-    `h ← LN(h + dropout(GELU(conv(h, edge_index))))`. Shapes: `[N, B, d]` → `[N, B, d]`."""
-
-    def __init__(self, config: CellTOSGConfig):
-        super().__init__()
-        self.conv = build_shared_conv(config.layer_type, config.hidden_size, config.num_heads, config.dropout)
-        self.norm = nn.LayerNorm(config.hidden_size)
-        self.dropout = nn.Dropout(config.dropout)
-
-    def forward(self, hidden_states: Tensor, edge_index: Tensor, output_attentions: bool = False):
-        out, attention = self.conv(hidden_states, edge_index, return_attention_weights=True)
-        hidden_states = self.norm(hidden_states + self.dropout(nn.functional.gelu(out)))
-        return hidden_states, (attention if output_attentions else None)
 
 
 class CellTOSGEncoder(nn.Module):
@@ -227,7 +214,7 @@ class CellTOSGPreTrainedModel(PreTrainedModel):
     remote_auto_map = {
         "AutoConfig": "configuration_celltosg.CellTOSGConfig",
         "AutoModel": "modeling_celltosg.CellTOSGModel",
-        "AutoModelForPreTraining": "modeling_celltosg.CellTOSGForPretraining",
+        "AutoModelForPreTraining": "modeling_celltosg.CellTOSGForPreTraining",
         "AutoModelForSequenceClassification": "modeling_celltosg.CellTOSGForCellClassification",
     }
 
@@ -399,8 +386,8 @@ class CellTOSGEdgeDecoder(nn.Module):
 
 
 @dataclass
-class CellTOSGForPretrainingOutput(ModelOutput):
-    """Output of [`CellTOSGForPretraining`].
+class CellTOSGForPreTrainingOutput(ModelOutput):
+    """Output of [`CellTOSGForPreTraining`].
 
     Args:
         loss: `edge_loss + degree_loss_weight × degree_loss`.
@@ -419,11 +406,11 @@ class CellTOSGForPretrainingOutput(ModelOutput):
     node_embeddings: Tensor | None = None
 
 
-class CellTOSGForPretraining(CellTOSGPreTrainedModel):
+class CellTOSGForPreTraining(CellTOSGPreTrainedModel):
     """CellTOSG-FM with the self-supervised objective of OmniCellTOSG §4.4: masked PPI edge
     reconstruction plus protein degree regression.
 
-    The masked edges are removed from the visible graph by the caller (see `training.pretrain`). Node
+    The masked edges are removed from the visible graph by the caller (see `omnicelltosg.train.pretraining`). Node
     embeddings are averaged over the cell dimension before decoding, because the PPI is one
     cell-independent graph: each edge is scored once per batch, not once per cell.
     """
@@ -446,7 +433,7 @@ class CellTOSGForPretraining(CellTOSGPreTrainedModel):
         ppi_edge_index: Tensor | None = None,
         degree_labels: Tensor | None = None,
         return_dict: bool = True,
-    ) -> CellTOSGForPretrainingOutput | tuple:
+    ) -> CellTOSGForPreTrainingOutput | tuple:
         """Encode on the visible graph and score masked vs negative edges.
 
         Args:
@@ -465,7 +452,7 @@ class CellTOSGForPretraining(CellTOSGPreTrainedModel):
             degree_labels = protein_log_degree(graph.ppi_edge_index, graph.num_transcripts, graph.num_proteins)
         degree_logits = self.degree_head(node_embeddings[graph.num_transcripts :]).squeeze(-1)
         degree_loss = nn.functional.mse_loss(degree_logits, degree_labels.to(degree_logits.dtype))
-        output = CellTOSGForPretrainingOutput(
+        output = CellTOSGForPreTrainingOutput(
             loss=edge_loss + self.config.degree_loss_weight * degree_loss,
             logits=logits,
             edge_loss=edge_loss,
@@ -544,7 +531,7 @@ class CellTOSGForCellClassification(CellTOSGPreTrainedModel):
     """CellTOSG-FM with a cell-level classifier: attention pooling over nodes → MLP → `num_labels` logits.
 
     `from_pretrained(pretraining_dir, num_labels=K, id2label=..., label2id=...)` reuses the encoder
-    (`celltosg.*` weights) of a [`CellTOSGForPretraining`] checkpoint and initialises the head afresh.
+    (`celltosg.*` weights) of a [`CellTOSGForPreTraining`] checkpoint and initialises the head afresh.
     """
 
     def __init__(self, config: CellTOSGConfig):
@@ -597,8 +584,8 @@ __all__ = [
     "CellTOSGPreTrainedModel",
     "CellTOSGModel",
     "CellTOSGModelOutput",
-    "CellTOSGForPretraining",
-    "CellTOSGForPretrainingOutput",
+    "CellTOSGForPreTraining",
+    "CellTOSGForPreTrainingOutput",
     "CellTOSGForCellClassification",
     "CellTOSGCellClassifierOutput",
     "protein_log_degree",

@@ -1,6 +1,6 @@
-"""``omnicelltosg`` command line: ``build`` a dataset from a recipe, run the end-to-end ``demo``, run the
-masked-edge pretraining ``pretrain-sweep``, ``evaluate`` every model on the same splits, run the
-``signaling`` analysis of a fine-tuned model."""
+"""``omnicelltosg`` command line: ``build`` a dataset from a recipe, run the end-to-end ``demo``, ``pretrain``
+one model (Accelerate), run the masked-edge ``pretrain-sweep``, ``evaluate`` every model on the same splits,
+run the ``signaling`` analysis of a fine-tuned model."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from pathlib import Path
 
 
 def _parser() -> argparse.ArgumentParser:
-    from dataset_script.pipeline import DEFAULT_RECIPE
+    from dataset_script.build.recipe import DEFAULT_RECIPE
+    from omnicelltosg.train.accelerated import add_command_arguments
 
     p = argparse.ArgumentParser(prog="omnicelltosg", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -32,26 +33,11 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--recipe", type=Path, default=DEFAULT_RECIPE, help="YAML recipe (default: build/demo.yaml)")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--rebuild", action="store_true", help="rebuild the dataset even if a matching build exists")
-    w = sub.add_parser("pretrain-sweep", help="masked-edge pretraining at several mask ratios vs link-prediction "
-                                              "baselines on the same held-out PPI pairs")
-    w.add_argument("--dataset", type=Path, required=True, help="dataset folder (omnicelltosg build output)")
-    w.add_argument("--out", type=Path, default=Path("runs/pretrain_sweep"))
-    w.add_argument("--ratios", type=float, nargs="+", default=[1e-3, 0.1, 0.5, 0.7])
-    w.add_argument("--steps", type=int, default=60)
-    w.add_argument("--batch-size", type=int, default=8)
-    w.add_argument("--negatives", choices=["random", "degree_matched", "mixed"], default="mixed")
-    w.add_argument("--seed", type=int, default=0)
-    e = sub.add_parser("evaluate", help="every model on the same donor-level splits, seeds, statistics, figures, report")
-    e.add_argument("--dataset", type=Path, required=True, help="dataset folder (omnicelltosg build output)")
-    e.add_argument("--out", type=Path, default=Path("runs/evaluate"), help="output folder (one sub-folder per task)")
-    src = e.add_mutually_exclusive_group(required=True)
-    src.add_argument("--preset", nargs="+", help="built-in task(s): " + ", ".join(_presets()))
-    src.add_argument("--spec", type=Path, help="YAML/JSON evaluation spec (keys of EvaluationSpec)")
-    e.add_argument("--seeds", type=int, nargs="+", help="model seeds per split variant (default: the spec's, 0 1 2)")
-    e.add_argument("--models", nargs="+", help="subset of models (default: all)")
-    e.add_argument("--epochs", type=int, help="fine-tuning epochs of the graph models")
-    e.add_argument("--lr-grid", type=float, nargs="+", help="learning rates tried for graph models (chosen on validation)")
-    e.add_argument("--pretrain-steps", type=int, help="pretraining steps per split")
+    add_command_arguments(sub.add_parser(
+        "pretrain", help="masked-edge pretraining of one model with Accelerate (several processes: torchrun or "
+                         "accelerate launch -m omnicelltosg.train.accelerated, same flags)"))
+    _add_pretrain_sweep(sub)
+    _add_evaluate(sub)
     t = sub.add_parser("evaluation-table", help="one table of every finished evaluate task folder: FM vs every model")
     t.add_argument("tasks", type=Path, nargs="+", help="task folders written by `omnicelltosg evaluate`")
     t.add_argument("--out", type=Path, required=True, help="folder for evaluation_table.md / .csv")
@@ -60,6 +46,48 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--recipe", type=Path, required=True, help="YAML recipe whose datasets have cell_type_annotation")
     a.add_argument("--data", type=Path, default=Path("../shared/data"), help="shared data folder")
     a.add_argument("--out", type=Path, default=Path("runs/annotate"))
+    _add_signaling(sub)
+    return p
+
+
+def _add_pretrain_sweep(sub) -> None:
+    from omnicelltosg.train.arguments import NEGATIVE_KINDS, PretrainingArguments
+    from omnicelltosg.workflows.pretrain_sweep import DEFAULT_RATIOS
+
+    pretraining = PretrainingArguments()
+    w = sub.add_parser("pretrain-sweep", help="masked-edge pretraining at several mask ratios vs link-prediction "
+                                              "baselines on the same held-out PPI pairs")
+    w.add_argument("--dataset", type=Path, required=True, help="dataset folder (omnicelltosg build output)")
+    w.add_argument("--out", type=Path, default=Path("runs/pretrain_sweep"))
+    w.add_argument("--ratios", type=float, nargs="+", default=list(DEFAULT_RATIOS))
+    w.add_argument("--steps", type=int, help=f"pretraining steps per ratio (default {pretraining.steps})")
+    w.add_argument("--batch-size", type=int, help=f"meta-cells per step (default {pretraining.batch_size})")
+    w.add_argument("--negatives", choices=NEGATIVE_KINDS, help=f"training negatives (default {pretraining.negatives})")
+    w.add_argument("--seed", type=int, help=f"seed of the cell sample, edge split, masks (default {pretraining.seed})")
+
+
+def _add_evaluate(sub) -> None:
+    from omnicelltosg.tasks import TASKS
+    from omnicelltosg.train.arguments import FinetuningArguments, PretrainingArguments
+
+    e = sub.add_parser("evaluate", help="every model on the same donor-level splits, seeds, statistics, figures, report")
+    e.add_argument("--dataset", type=Path, required=True, help="dataset folder (omnicelltosg build output)")
+    e.add_argument("--out", type=Path, default=Path("runs/evaluate"), help="output folder (one sub-folder per task)")
+    src = e.add_mutually_exclusive_group(required=True)
+    src.add_argument("--preset", nargs="+", choices=list(TASKS), metavar="TASK",
+                     help="named task(s) of omnicelltosg.tasks.TASKS: " + ", ".join(TASKS))
+    src.add_argument("--spec", type=Path, help="YAML/JSON task spec (keys of omnicelltosg.tasks.TaskSpec)")
+    e.add_argument("--seeds", type=int, nargs="+", help="model seeds per split variant (default: the spec's, 0 1 2)")
+    e.add_argument("--models", nargs="+", help="subset of models (default: all)")
+    e.add_argument("--epochs", type=int,
+                   help=f"fine-tuning epochs of the graph models (default {FinetuningArguments().epochs})")
+    e.add_argument("--lr-grid", type=float, nargs="+", help="learning rates tried for graph models (chosen on validation)")
+    e.add_argument("--pretrain-steps", type=int, help=f"pretraining steps per split (default {PretrainingArguments().steps})")
+
+
+def _add_signaling(sub) -> None:
+    from omnicelltosg.tools.signaling import FDR_THRESHOLD, MIN_LEAVES, TOP_K
+
     g = sub.add_parser("signaling", help="key proteins and interactions behind a condition: attention, statistics, "
                                          "network, GO enrichment, attention-free control")
     g.add_argument("--dataset", type=Path, required=True, help="dataset folder (omnicelltosg build output)")
@@ -69,42 +97,37 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--case", required=True)
     g.add_argument("--control", required=True)
     g.add_argument("--knowledge", type=Path, default=Path("../shared/data/knowledge"), help="folder with the GO tables")
-    g.add_argument("--top-k", type=int, default=100, help="proteins seeding the subgraph (default 100)")
-    g.add_argument("--min-leaves", type=int, default=2, help="leaves kept per hub by star-leaf pruning (default 2)")
-    g.add_argument("--fdr", type=float, default=0.05, help="FDR threshold for 'significant' (default 0.05)")
+    g.add_argument("--top-k", type=int, default=TOP_K, help=f"proteins seeding the subgraph (default {TOP_K})")
+    g.add_argument("--min-leaves", type=int, default=MIN_LEAVES,
+                   help=f"leaves kept per hub by star-leaf pruning (default {MIN_LEAVES})")
+    g.add_argument("--fdr", type=float, default=FDR_THRESHOLD,
+                   help=f"FDR threshold for 'significant' (default {FDR_THRESHOLD})")
     g.add_argument("--title", help="figure / report title")
     g.add_argument("--out", type=Path, default=Path("runs/signaling"))
-    return p
 
 
-def _presets() -> list[str]:
-    from .evaluate import PRESETS
-
-    return list(PRESETS)
+def _overrides(**values) -> dict:
+    """The command-line values that were given (not None)."""
+    return {k: v for k, v in values.items() if v is not None}
 
 
 def _evaluate(args) -> None:
-    import copy
-    import json
+    import dataclasses
 
     import yaml
 
-    from .evaluate import DEFAULT_SETTINGS, PRESETS, run_evaluation, spec_from_dict
+    from omnicelltosg.tasks import TaskSpec, get_task
+    from omnicelltosg.workflows.evaluate import EvaluationSettings, run_evaluation
 
     if args.spec:
-        specs = [spec_from_dict(yaml.safe_load(args.spec.read_text()))]
+        specs = [TaskSpec.from_dict(yaml.safe_load(args.spec.read_text()))]
     else:
-        unknown = [p for p in args.preset if p not in PRESETS]
-        if unknown:
-            raise ValueError(f"Unknown preset(s) {unknown}; accepted values: {list(PRESETS)}.")
-        specs = [copy.deepcopy(PRESETS[p]) for p in args.preset]
-    settings = copy.deepcopy(DEFAULT_SETTINGS)
-    if args.epochs:
-        settings["finetune"]["epochs"] = args.epochs
-    if args.lr_grid:
-        settings["lr_grid"] = args.lr_grid
-    if args.pretrain_steps:
-        settings["pretrain"]["steps"] = args.pretrain_steps
+        specs = [get_task(p) for p in args.preset]
+    settings = EvaluationSettings()
+    settings = dataclasses.replace(
+        settings, pretraining=settings.pretraining.with_overrides(**_overrides(steps=args.pretrain_steps)),
+        finetuning=settings.finetuning.with_overrides(**_overrides(epochs=args.epochs)),
+        learning_rates=tuple(args.lr_grid) if args.lr_grid else None)
     for spec in specs:
         if args.seeds:
             spec.seeds = args.seeds
@@ -124,18 +147,18 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     try:
         if args.command == "build":
-            from dataset_script.pipeline import build_dataset
+            from dataset_script.build.pipeline import build_dataset
 
             info = build_dataset(args.recipe, args.data, args.out, cells_per_metacell=args.cells_per_metacell,
                                  overwrite=args.overwrite, scheduler=args.scheduler, n_workers=args.workers,
                                  memory_limit=args.memory_limit)
             print(f"wrote {args.out}: {info['n_metacells']} meta-cells, configs {info['configs']}")
         elif args.command == "demo":
-            from .demo import run_demo
+            from omnicelltosg.workflows.demo import run_demo
 
             run_demo(args.data, args.out, recipe=args.recipe, seed=args.seed, rebuild=args.rebuild)
         elif args.command == "signaling":
-            from .signaling_analysis import run_signaling
+            from omnicelltosg.workflows.signaling import run_signaling
 
             summary = run_signaling(args.dataset, args.model, args.out, conditions=args.conditions,
                                     group_column=args.group_column, case=args.case, control=args.control,
@@ -146,23 +169,31 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "evaluate":
             _evaluate(args)
         elif args.command == "evaluation-table":
-            from .eval_report import write_cross_task_table
+            from omnicelltosg.workflows.evaluation_report import write_cross_task_table
 
             for path in write_cross_task_table(args.tasks, args.out):
                 print(path)
         elif args.command == "annotate":
-            from dataset_script.annotate import annotate_recipe
+            from dataset_script.build.pipeline import annotate_recipe
 
             summary = annotate_recipe(args.recipe, args.data, args.out)
             for name, s in summary.items():
                 print(f"{name}: {s['n_cells']} cells, {s['low_confidence_fraction']:.1%} low-confidence, "
                       f"labels {s['labels']}")
             print(f"{args.out / 'summary.md'}")
-        elif args.command == "pretrain-sweep":
-            from .pretrain_sweep import run_sweep
+        elif args.command == "pretrain":
+            from omnicelltosg.train.accelerated import run_command
 
-            run_sweep(args.dataset, args.out, ratios=args.ratios, steps=args.steps, batch_size=args.batch_size,
-                      negatives=args.negatives, seed=args.seed)
+            result = run_command(args)
+            print(f"{args.out / 'model'}: " + ", ".join(
+                f"held-out AUROC {e['auroc']:.3f} vs {kind} negatives" for kind, e in result["evaluation"].items()))
+        elif args.command == "pretrain-sweep":
+            from omnicelltosg.train.arguments import PretrainingArguments
+            from omnicelltosg.workflows.pretrain_sweep import run_sweep
+
+            pretraining = PretrainingArguments().with_overrides(**_overrides(
+                steps=args.steps, batch_size=args.batch_size, negatives=args.negatives, seed=args.seed))
+            run_sweep(args.dataset, args.out, ratios=args.ratios, pretraining=pretraining)
             print((args.out / "pretraining_sweep.md").read_text())
     except (FileNotFoundError, FileExistsError, ValueError, KeyError) as err:
         print(f"omnicelltosg {args.command}: error: {err}", file=sys.stderr)

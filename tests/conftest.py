@@ -47,7 +47,7 @@ def data_dir() -> Path:
 @pytest.fixture(scope="session")
 def built(tmp_path_factory, data_dir) -> tuple[Path, dict, dict]:
     """(dataset folder, build_info, recipe) of the small real build."""
-    from dataset_script.pipeline import build_dataset
+    from dataset_script.build.pipeline import build_dataset
 
     root = tmp_path_factory.mktemp("build")
     recipe = small_recipe()

@@ -13,10 +13,20 @@ import pytest
 import torch
 import yaml
 
-from dataset_script import harmonize
-from dataset_script.ingest import detect_value_transform, read_dataset, values_are_counts
-from dataset_script.knowledge import load_gene_table
-from dataset_script.pipeline import build_dataset
+from dataset_script.build import harmonize
+from dataset_script.build.ingest import (
+    detect_value_transform,
+    read_dataset,
+    values_are_counts,
+)
+from dataset_script.build.knowledge import load_gene_table
+from dataset_script.build.pipeline import build_dataset
+from dataset_script.build.recipe import (
+    RECIPE_DIR,
+    MetacellSettings,
+    Recipe,
+    load_recipe,
+)
 
 from .conftest import RECIPE, small_recipe
 
@@ -95,7 +105,7 @@ def test_text_priors_match_sentence_transformers(built):
     """The stored MiniLM embeddings equal sentence-transformers' own encoding of the same texts."""
     from sentence_transformers import SentenceTransformer
 
-    from modeling_celltosg.encoders import default_text_encoder_path
+    from dataset_script.build.text_encoder import default_text_encoder_path
 
     out, _, _ = built
     ent = _cells(out, "entities")
@@ -135,7 +145,7 @@ def test_value_transform_detection_hand_checked():
 
 def test_pbmc68k_reads_raw_log_values_without_donors(data_dir):
     """pbmc68k_reduced: X is scaled (rejected), .raw is log-normalised; no donor column."""
-    from dataset_script.metacells import make_metacells
+    from dataset_script.build.metacells import metacells_of_partition, partitions
 
     recipe = yaml.safe_load((RECIPE.parent / "pbmc68k.yaml").read_text())
     entry = recipe["datasets"][0]
@@ -148,9 +158,98 @@ def test_pbmc68k_reads_raw_log_values_without_donors(data_dir):
     assert a.obs["cell_type_ontology_id"].str.startswith("CL:").all() and a.obs["cell_type"].nunique() == 10
     with pytest.raises(ValueError, match="negative values"):
         read_dataset({k: v for k, v in entry.items() if k != "use_raw"}, data_dir, genes)
-    X, obs = make_metacells(a[:40].copy(), cells_per_metacell=1, min_cells_per_partition=10)
+    first = a[:40].copy()
+    assert len(partitions(first)) == 1  # no donors, one condition: one partition
+    X, obs = metacells_of_partition(first, "pbmc", cells_per_metacell=1, min_cells_per_partition=10,
+                                    max_cells_per_partition=MetacellSettings().max_cells_per_partition,
+                                    value_transform="log")
     assert X.shape == (40, a.n_vars) and (obs["n_cells"] == 1).all()  # single-cell TOSGs
     np.testing.assert_allclose(X.toarray(), a.X[:40].toarray())
+
+
+@pytest.mark.parametrize("path", sorted(RECIPE_DIR.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_recipe_validates(path):
+    recipe = load_recipe(path)
+    assert isinstance(recipe, Recipe) and recipe.datasets
+    assert all(recipe.cells_per_metacell_for(d) >= 1 for d in recipe.datasets)
+    raw = yaml.safe_load(path.read_text())  # what the recipe leaves out comes with the model's default
+    assert recipe.metacells == MetacellSettings.model_validate(raw["metacells"])
+
+
+def _set(recipe: dict, key: str, value) -> None:
+    """``_set(recipe, "datasets.0.use_raw", True)``: set a nested key of a recipe dict."""
+    *parents, last = [int(k) if k.isdigit() else k for k in key.split(".")]
+    for k in parents:
+        recipe = recipe[k]
+    recipe[last] = value
+
+
+def _recipe_error(tmp_path, change) -> str:
+    recipe = small_recipe()
+    change(recipe)
+    with pytest.raises(ValueError) as err:
+        load_recipe(_write_recipe(tmp_path, recipe))
+    return str(err.value)
+
+
+def test_unknown_recipe_keys_are_named_with_their_place_and_the_accepted_keys(tmp_path):
+    message = _recipe_error(tmp_path, lambda r: r.update(dataset="x"))
+    assert "top level: unknown key(s) ['dataset']; accepted: ['datasets', 'knowledge', 'metacells', 'name']" in message
+    message = _recipe_error(tmp_path, lambda r: r["metacells"].update(cells_per_metacel=5))
+    assert re.search(r"metacells: unknown key\(s\) \['cells_per_metacel'\]; accepted: \['cells_per_metacell', "
+                     r"'max_cells_per_partition', 'min_cells_per_partition'\]", message)
+    message = _recipe_error(tmp_path, lambda r: r["datasets"][1].update(cell_type_mapping={}))
+    assert "datasets[1] (onek1k_scdesignpop): unknown key(s) ['cell_type_mapping']; accepted: [" in message
+    assert "'cell_type_map'" in message
+    message = _recipe_error(tmp_path, lambda r: r["datasets"][0]["columns"].update(celltype="cell_type"))
+    assert "datasets[0] (kang2018_muscat).columns: maps unknown schema columns ['celltype']; mappable:" in message
+
+
+@pytest.mark.parametrize("key, value, expected", [
+    ("metacells.cells_per_metacell", 0, r"metacells.cells_per_metacell: Input should be greater than or equal to 1 \(got 0\)"),
+    ("metacells.min_cells_per_partition", -3, r"metacells.min_cells_per_partition: .* greater than or equal to 1"),
+    ("metacells.max_cells_per_partition", 1, r"metacells.max_cells_per_partition: .* greater than or equal to 2"),
+    ("datasets.0.cells_per_metacell", -1, r"datasets\[0\] \(kang2018_muscat\).cells_per_metacell: .* greater than or equal to 1"),
+    ("knowledge.min_ppi_score", 1.5, r"knowledge.min_ppi_score: Input should be less than or equal to 1 \(got 1.5\)"),
+    ("knowledge.min_ppi_score", -0.1, r"knowledge.min_ppi_score: Input should be greater than or equal to 0"),
+    ("knowledge.sequence_model", "esm2", r"knowledge.sequence_model: 'esm2' not supported; accepted: \['unirep64', 'unirep256', 'none'\]"),
+    ("knowledge.gene_universe", "every", r"knowledge.gene_universe: 'every' not supported; accepted: \['measured', 'all'\]"),
+    ("knowledge.ppi", ["string", "biogrid"], r"knowledge.ppi: source\(s\) \['biogrid'\] not supported; accepted: \["),
+    ("datasets.0.gene_id_type", "entrez", r"gene_id_type: 'entrez' not supported; accepted: \['symbol', 'ensembl', 'auto'\]"),
+    ("datasets.0.cell_type_annotation", {"min_confidence": 0.5},
+     r"cell_type_annotation: needs exactly one of 'model' .* or 'train_from'"),
+])
+def test_out_of_range_recipe_values_name_the_key_and_what_is_accepted(tmp_path, key, value, expected):
+    assert re.search(expected, _recipe_error(tmp_path, lambda recipe: _set(recipe, key, value)))
+
+
+@pytest.mark.parametrize("key, value, expected", [
+    ("metacells.cells_per_metacell", "five", r"metacells.cells_per_metacell: Input should be a valid integer \(got 'five'\)"),
+    ("metacells.cells_per_metacell", 2.5, r"metacells.cells_per_metacell: Input should be a valid integer"),
+    ("knowledge.min_ppi_score", "high", r"knowledge.min_ppi_score: Input should be a valid number"),
+    ("datasets.0.use_raw", "yes", r"datasets\[0\] \(kang2018_muscat\).use_raw: Input should be a valid boolean"),
+    ("datasets.0.columns", ["donor_id"], r"datasets\[0\] \(kang2018_muscat\).columns: Input should be a valid dictionary"),
+    ("knowledge", "string", r"knowledge: Input should be a valid dictionary"),
+])
+def test_wrong_recipe_types_name_the_key(tmp_path, key, value, expected):
+    assert re.search(expected, _recipe_error(tmp_path, lambda recipe: _set(recipe, key, value)))
+
+
+def test_missing_and_repeated_datasets_are_errors(tmp_path):
+    assert "datasets: required key missing" in _recipe_error(tmp_path, lambda r: r.pop("datasets"))
+    assert "datasets[0] (kang2018_muscat).path: required key missing" in _recipe_error(
+        tmp_path, lambda r: r["datasets"][0].pop("path"))
+    assert "repeats dataset_id ['kang2018_muscat']" in _recipe_error(
+        tmp_path, lambda r: r["datasets"].append(r["datasets"][0]))
+    assert "datasets: List should have at least 1 item" in _recipe_error(tmp_path, lambda r: r.update(datasets=[]))
+
+
+@pytest.mark.parametrize("value", [0, -2, 2.5])
+def test_cells_per_metacell_override_is_validated_before_any_work(tmp_path, data_dir, value):
+    with pytest.raises(ValueError, match=r"cells_per_metacell \(--cells-per-metacell\)"):
+        build_dataset(_write_recipe(tmp_path, small_recipe()), data_dir, tmp_path / "out", cells_per_metacell=value,
+                      progress=False)
+    _assert_nothing_written(tmp_path)
 
 
 def _write_recipe(tmp_path, recipe):
@@ -245,8 +344,8 @@ def test_cli_reports_bad_input_with_exit_status_2(tmp_path, data_dir, capsys):
 
 
 def test_protein_sequence_priors_are_unirep_h_avg(built, data_dir):
-    from dataset_script.loader import load_graph
-    from modeling_celltosg.unirep import UniRep
+    from dataset_script.build.unirep import UniRep
+    from dataset_script.cohorts.loader import load_graph
 
     graph, entities = load_graph(built[0])
     assert graph.sequence_embeddings.shape == (graph.num_nodes, 64)

@@ -15,10 +15,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dataset_script.matching import AGE_STAGES, match_case_control
-from dataset_script.query import query_frame
-from dataset_script.sampling import class_quotas, sample_rows
-from dataset_script.splits import level_of_rows, split_by_donor, split_by_metacell
+from dataset_script.cohorts.matching import AGE_STAGES, match_case_control
+from dataset_script.cohorts.query import query_frame
+from dataset_script.cohorts.sampling import class_quotas, sample_rows
+from dataset_script.cohorts.splits import (
+    level_of_rows,
+    split_by_donor,
+    split_by_metacell,
+)
+from dataset_script.cohorts.tasks import NO_TASK, TASKS, resolve_task
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from reference_cohort import match_reference, query_reference, split_reference  # noqa: E402
@@ -259,3 +264,17 @@ def test_split_fractions_close_with_many_donors():
     s = split_by_donor(donors, labels, val_fraction=0.15, test_fraction=0.2, seed=0)
     n = len(donors)
     assert abs(len(s["test"]) / n - 0.2) < 0.03 and abs(len(s["validation"]) / n - 0.15) < 0.03
+
+
+# ---------------------------------------------------------------- tasks
+
+
+def test_task_registry_resolves_aliases_and_refuses_unknown_tasks():
+    assert resolve_task("gender") == ("sex", TASKS["sex"])
+    assert resolve_task(None) == (None, NO_TASK)
+    disease = TASKS["disease"].match.as_kwargs()
+    assert disease == {"balance_field": "disease", "control_value": "normal", "match_keys": ["cell_type", "sex"],
+                       "stage_key": "development_stage_category"}
+    assert TASKS["cell_type"].match is None and TASKS["cell_type"].min_per_class == 10
+    with pytest.raises(ValueError, match=r"Unknown task 'organ'; tasks: \['cell_type', 'condition', 'disease', 'sex'\]"):
+        resolve_task("organ")

@@ -1,5 +1,6 @@
 """Meta-cells per partition: splitting of large partitions, quality metrics, and the Dask build
-(2-worker LocalCluster equals the single-process build, also when a worker is killed mid-build)."""
+(2-worker LocalCluster equals the single-process build, also when a worker is killed mid-build; a
+build process killed mid-way resumes from its finished partitions)."""
 
 from __future__ import annotations
 
@@ -12,10 +13,15 @@ import pandas as pd
 import pytest
 import yaml
 
-from dataset_script.distributed import metacells_distributed
-from dataset_script.ingest import read_dataset
-from dataset_script.knowledge import load_gene_table
-from dataset_script.metacells import make_metacells, partitions, quality, split_partition
+from dataset_script.build.distributed import metacells_distributed
+from dataset_script.build.ingest import read_dataset
+from dataset_script.build.knowledge import load_gene_table
+from dataset_script.build.metacells import (
+    metacells_of_partition,
+    partitions,
+    quality,
+    split_partition,
+)
 
 from .conftest import RECIPE
 
@@ -45,7 +51,8 @@ def test_large_partitions_are_split_reproducibly(kang):
     assert split_partition(part, part.n_obs, value_transform="counts", seed=0)[0].size == part.n_obs
     with pytest.raises(ValueError, match="max_cells_per_partition must be >= 2"):
         split_partition(part, 1, value_transform="counts")
-    X, obs = make_metacells(part.copy(), cells_per_metacell=10, max_cells_per_partition=100, seed=0)
+    X, obs = metacells_of_partition(part.copy(), "s", cells_per_metacell=10, min_cells_per_partition=10,
+                                    max_cells_per_partition=100, value_transform="counts", seed=0)
     assert obs["cell_id"].str.contains(":p1:").any() and obs["n_cells"].sum() == part.n_obs
     assert np.allclose(np.asarray(X.sum()), part.X.sum())  # counts conserved across the split
     assert (obs["compactness"] >= 0).all() and (obs["separation"] > 0).all()
@@ -59,30 +66,43 @@ def _assert_same(a, b):
     np.testing.assert_allclose(oa["compactness"], ob["compactness"], rtol=1e-3, equal_nan=True)
 
 
+def _kill_a_busy_worker(client, work_dir, build, timeout=120) -> dict:
+    """Once one partition result is on disk and a worker is running another task, SIGKILL that
+    worker's process; returns ``{"pid", "tasks"}`` (empty if the moment never came)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and not build.done():
+        busy = [addr for addr, keys in client.processing().items() if keys]
+        if busy and list(work_dir.glob("*/*.result.npz")):  # mid-build: one finished, another running
+            pid = client.run(os.getpid, workers=[busy[0]])[busy[0]]
+            keys = [str(k) for k in client.processing()[busy[0]]]
+            os.kill(pid, signal.SIGKILL)
+            return {"pid": pid, "tasks": {k.removeprefix("metacells-") for k in keys}}
+        time.sleep(0.05)
+    return {}
+
+
 def test_two_worker_local_cluster_equals_single_process_even_when_a_worker_dies(kang, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from distributed import Client, LocalCluster
+
     kwargs = {"cells_per_metacell": 10, "min_cells_per_partition": 10, "max_cells_per_partition": 10_000, "seed": 0}
-    single = make_metacells(kang, **kwargs)
+    X1, obs1, summaries1 = metacells_distributed(kang, tmp_path / "single", **kwargs, scheduler=None, progress=False)
+    assert {s["pid"] for s in summaries1} == {os.getpid()}
+    single = (X1, obs1)
     X, obs, summaries = metacells_distributed(kang, tmp_path / "a", **kwargs, scheduler="local", n_workers=2,
                                               memory_limit="3GiB", progress=False)
     _assert_same(single, (X, obs))
     assert len({s["pid"] for s in summaries}) == 2 and os.getpid() not in {s["pid"] for s in summaries}
 
-    killed = {}
-
-    def kill_a_busy_worker(client):
-        deadline = time.time() + 120
-        while time.time() < deadline and not killed:
-            busy = [addr for addr, keys in client.processing().items() if keys]
-            done = list((tmp_path / "b").glob("*/*.result.npz"))
-            if busy and done:  # mid-build: one partition finished, another one running
-                pid = client.run(os.getpid, workers=[busy[0]])[busy[0]]
-                keys = [str(k) for k in client.processing()[busy[0]]]
-                os.kill(pid, signal.SIGKILL)
-                killed.update(pid=pid, tasks={k.removeprefix("metacells-") for k in keys})
-            time.sleep(0.05)
-
-    X2, obs2, summaries2 = metacells_distributed(kang, tmp_path / "b", **kwargs, scheduler="local", n_workers=2,
-                                                 memory_limit="3GiB", progress=False, on_submitted=kill_a_busy_worker)
+    # The same build on a cluster this test runs (the build connects to its address), whose busy
+    # worker is killed once a partition has finished: its task is recomputed on another worker.
+    with LocalCluster(n_workers=2, threads_per_worker=1, memory_limit="3GiB", processes=True,
+                      dashboard_address=None) as cluster, Client(cluster) as client, ThreadPoolExecutor(1) as pool:
+        build = pool.submit(metacells_distributed, kang, tmp_path / "b", **kwargs,
+                            scheduler=cluster.scheduler_address, progress=False)
+        killed = _kill_a_busy_worker(client, tmp_path / "b", build)
+        X2, obs2, summaries2 = build.result()
     assert killed, "no worker was killed mid-build"
     rerun = [s for s in summaries2 if s["task_id"] in killed["tasks"]]
     assert rerun and all(s["pid"] != killed["pid"] for s in rerun)  # its partition was recomputed elsewhere
@@ -99,7 +119,7 @@ def test_build_killed_mid_way_resumes_to_the_same_dataset(built, data_dir, tmp_p
     import subprocess
     import sys
 
-    from dataset_script.pipeline import build_dataset
+    from dataset_script.build.pipeline import build_dataset
 
     out_ref, info_ref, recipe = built
     cache = tmp_path / ".cache"
@@ -109,7 +129,7 @@ def test_build_killed_mid_way_resumes_to_the_same_dataset(built, data_dir, tmp_p
     recipe_path = tmp_path / "recipe.yaml"
     recipe_path.write_text(yaml.safe_dump(recipe))
     out = tmp_path / "dataset"
-    script = ("import sys; from dataset_script.pipeline import build_dataset; "
+    script = ("import sys; from dataset_script.build.pipeline import build_dataset; "
               "build_dataset(sys.argv[1], sys.argv[2], sys.argv[3], cache_dir=sys.argv[4], progress=False)")
     proc = subprocess.Popen([sys.executable, "-c", script, str(recipe_path), str(data_dir), str(out), str(cache)],
                             cwd=str(RECIPE.parents[1]))

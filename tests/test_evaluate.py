@@ -9,9 +9,13 @@ import pytest
 from scipy import stats
 from sklearn.metrics import f1_score
 
-from omnicelltosg.baselines import logistic_regression, majority_class, mlp
-from omnicelltosg.metrics import above_chance, bootstrap_difference, classification_metrics, paired_test
-
+from omnicelltosg.evaluation.baselines import logistic_regression, majority_class, mlp
+from omnicelltosg.evaluation.metrics import (
+    above_chance,
+    bootstrap_difference,
+    classification_metrics,
+    paired_test,
+)
 
 
 def test_classification_metrics_hand_checked():
@@ -70,13 +74,14 @@ def test_expression_baselines_select_on_validation_only():
 
 def test_evaluate_kang_condition_end_to_end(built, tmp_path):
     demo_dataset = built[0]  # conftest: the real Kang + OneK1K build
-    from omnicelltosg.evaluate import DEFAULT_SETTINGS, PRESETS, run_evaluation
+    from omnicelltosg.tasks import get_task
+    from omnicelltosg.train import FinetuningArguments, PretrainingArguments
+    from omnicelltosg.workflows.evaluate import EvaluationSettings, run_evaluation
 
-    spec = PRESETS["kang_condition"]
-    spec = type(spec)(**{**spec.__dict__, "seeds": [0],
-                         "models": ["celltosg_fm", "gcn", "logistic_regression", "majority_class"]})
-    settings = {**DEFAULT_SETTINGS, "pretrain": {**DEFAULT_SETTINGS["pretrain"], "steps": 2, "eval_max_cells": 16},
-                "finetune": {"epochs": 1, "batch_size": 16}, "mlp_epochs": 2}
+    spec = get_task("kang_condition")
+    spec.seeds, spec.models = [0], ["celltosg_fm", "gcn", "logistic_regression", "majority_class"]
+    settings = EvaluationSettings(pretraining=PretrainingArguments(steps=2, eval_max_cells=16),
+                                  finetuning=FinetuningArguments(epochs=1), mlp_epochs=2)
     out = tmp_path / "kang"
     res = run_evaluation(demo_dataset, spec, out, settings=settings, log=lambda *_: None)
     results = res["results"]
@@ -107,23 +112,69 @@ def test_evaluate_kang_condition_end_to_end(built, tmp_path):
     assert (out / "umap.png").stat().st_size > 10_000 and again["figures"]["umap"] == out / "umap.png"
 
 
-def test_evaluation_spec_errors_list_accepted_values():
-    from omnicelltosg.evaluate import EvaluationSpec, spec_from_dict
+def test_task_spec_errors_list_accepted_values():
+    from omnicelltosg.tasks import TASKS, TaskSpec, get_task
 
     with pytest.raises(ValueError, match="accepted values"):
-        EvaluationSpec("x", {}, "condition", models=["svm"]).validate()
+        TaskSpec("x", {}, "condition", models=["svm"]).validate()
+    with pytest.raises(ValueError, match="neither a label_column nor a task"):
+        TaskSpec("x", {}).validate()
     with pytest.raises(ValueError, match="accepted keys"):
-        spec_from_dict({"name": "x", "conditions": {}, "label_column": "y", "epochs": 3})
+        TaskSpec.from_dict({"name": "x", "conditions": {}, "label_column": "y", "epochs": 3})
+    with pytest.raises(ValueError, match="accepted values: \\['demo_onek1k_cell_type'"):
+        get_task("kang")
+    for spec in TASKS.values():
+        spec.validate()
+    copy = get_task("kang_condition")
+    copy.split_variants[0]["seed"] = 5  # a copy: the registry is unchanged
+    assert "seed" not in TASKS["kang_condition"].split_variants[0]
+
+
+def test_demo_tasks_build_the_demo_cohorts(built):
+    """The demo's registry entries give exactly the cohorts the demo built with explicit arguments."""
+    from dataset_script.cohorts.loader import load_cohort
+    from omnicelltosg.tasks import get_task
+    from omnicelltosg.workflows.demo import DEMO_TASKS
+
+    explicit = {
+        "demo_onek1k_cell_type": {"conditions": {"dataset_id": "onek1k_scdesignpop"}, "label_column": "cell_type"},
+        "demo_kang_condition": {"conditions": {"dataset_id": "kang2018_muscat"}, "label_column": "condition",
+                                "validation_by": "meta-cell"},
+    }
+    assert set(DEMO_TASKS) == set(explicit)
+    for name, kwargs in explicit.items():
+        task = get_task(name)
+        for seed in (0, 1):
+            a = load_cohort(built[0], **task.cohort_arguments({**task.split_variants[0], "seed": seed}))
+            b = load_cohort(built[0], seed=seed, **kwargs)
+            assert list(a.cells["cell_id"]) == list(b.cells["cell_id"]) and a.label_names == b.label_names
+            for split in ("train", "validation", "test"):
+                np.testing.assert_array_equal(a.splits[split], b.splits[split])
+
+
+def test_evaluation_settings_defaults_and_json():
+    import json
+
+    from omnicelltosg.train import FinetuningArguments, PretrainingArguments
+    from omnicelltosg.workflows.evaluate import EvaluationSettings
+
+    settings = EvaluationSettings()
+    assert settings.pretraining == PretrainingArguments() and settings.finetuning == FinetuningArguments()
+    assert settings.learning_rate_grid() == (FinetuningArguments().learning_rate,)
+    assert EvaluationSettings(learning_rates=(1e-2, 3e-3)).learning_rate_grid() == (1e-2, 3e-3)
+    as_dict = settings.to_dict()
+    assert json.loads(json.dumps(as_dict)) == as_dict and as_dict["pretraining"]["steps"] == PretrainingArguments().steps
 
 
 def test_resume_refuses_other_settings(built, tmp_path):
     """A folder holding runs made with other settings must not silently receive incomparable runs."""
-    from omnicelltosg.evaluate import DEFAULT_SETTINGS, EvaluationSpec, run_evaluation
+    from omnicelltosg.tasks import TaskSpec
+    from omnicelltosg.workflows.evaluate import EvaluationSettings, run_evaluation
 
-    spec = EvaluationSpec("kang", {"dataset_id": "kang2018_muscat"}, "condition", seeds=[0], models=["majority_class"],
-                          split_variants=[{"test_donors": ["kang2018_muscat:101"], "validation_by": "meta-cell"}])
+    spec = TaskSpec("kang", {"dataset_id": "kang2018_muscat"}, "condition", seeds=[0], models=["majority_class"],
+                    split_variants=[{"test_donors": ["kang2018_muscat:101"], "validation_by": "meta-cell"}])
     run_evaluation(built[0], spec, tmp_path, log=lambda *_: None)
-    other = {**DEFAULT_SETTINGS, "lr_grid": [1e-2]}
+    other = EvaluationSettings(learning_rates=(1e-2,))
     with pytest.raises(ValueError, match="settings"):
         run_evaluation(built[0], spec, tmp_path, settings=other, log=lambda *_: None)
 
@@ -154,14 +205,14 @@ def test_onek1k_panel_has_no_sex_linked_gene(data_dir):
 
 
 def test_sex_task_donor_level_with_leak_screen(built, tmp_path):
-    from omnicelltosg.evaluate import DEFAULT_SETTINGS, PRESETS, run_evaluation
+    from omnicelltosg.tasks import get_task
+    from omnicelltosg.workflows.evaluate import EvaluationSettings, run_evaluation
 
-    settings = {**DEFAULT_SETTINGS, "mlp_epochs": 2}
+    settings = EvaluationSettings(mlp_epochs=2)
     outs = {}
     for name in ("onek1k_sex", "onek1k_sex_metacell_split"):
-        spec = PRESETS[name]
-        spec = type(spec)(**{**spec.__dict__, "seeds": [0], "models": ["logistic_regression", "majority_class"],
-                             "cohort_kwargs": {"sample_size": 200}})
+        spec = get_task(name)
+        spec.seeds, spec.models, spec.cohort_kwargs = [0], ["logistic_regression", "majority_class"], {"sample_size": 200}
         outs[name] = run_evaluation(built[0], spec, tmp_path / name, settings=settings, log=lambda *_: None)
     donor = outs["onek1k_sex"]
     for cohort in donor["cohorts"].values():  # sex is a donor property: no test donor trains
@@ -181,7 +232,7 @@ def test_sex_task_donor_level_with_leak_screen(built, tmp_path):
 def test_cross_task_table_from_real_result_folders(tmp_path):
     """The cross-task table of the committed evaluation folders restates their own files: FM mean and
     rank recomputed from results.csv, the best other model, and 'FM wins?' only where the FM ranks 1st."""
-    from omnicelltosg.eval_report import write_cross_task_table
+    from omnicelltosg.workflows.evaluation_report import write_cross_task_table
 
     root = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "evaluation"
     folders = sorted(p.parent for p in root.glob("*/comparison.json"))

@@ -16,11 +16,14 @@ import scipy.io
 import scipy.sparse as sp
 import yaml
 
-from dataset_script import harmonize
-from dataset_script.ingest import read_dataset
-from dataset_script.knowledge import load_gene_table, resolve_gene_ids
-from dataset_script.readers import detect_format, read_matrix
-from dataset_script.stages import CARNEGIE_DAYS, parse_development_stage
+from dataset_script.build import harmonize
+from dataset_script.build.development_stages import (
+    CARNEGIE_DAYS,
+    parse_development_stage,
+)
+from dataset_script.build.ingest import read_dataset
+from dataset_script.build.knowledge import load_gene_table, resolve_gene_ids
+from dataset_script.build.readers import detect_format, read_matrix
 
 from .conftest import RECIPE
 
@@ -266,22 +269,25 @@ def test_every_hsapdv_term_parses_and_prenatal_is_never_newborn(data_dir):
 def test_celltypist_annotation_trained_here_recovers_author_labels(tmp_path, data_dir, genes):
     """CellTypist trained on the labelled seuratTools Kang file (recipe build/unlabelled.yaml),
     applied to the muscat Kang file with its author labels hidden."""
-    from dataset_script.annotate import annotate, model_for_entry
+    from dataset_script.build.annotate import annotate
+    from dataset_script.build.ingest import model_for_entry
+    from dataset_script.build.recipe import load_recipe
 
-    reference = yaml.safe_load((RECIPE.parent / "unlabelled.yaml").read_text())["datasets"][1]["cell_type_annotation"]
+    reference = load_recipe(RECIPE.parent / "unlabelled.yaml").datasets[1].cell_type_annotation
     kang_entry = _kang_entry(KANG)
     labelled = read_dataset(kang_entry, data_dir, genes)
     model, source = model_for_entry(reference, data_dir, genes, tmp_path, list(labelled.var_names))
     assert source == "celltypist:trained on kang2018_seurattools" and model.exists()
     info = yaml.safe_load(model.with_suffix(".json").read_text())
     assert info["n_genes"] <= labelled.n_vars and str(info["alpha"]) in info["validation_accuracy"]
-    calls = annotate(labelled, model)
+    calls = annotate(labelled, model, min_confidence=reference.min_confidence)
     coarse = {"naive thymus-derived CD4-positive, alpha-beta T cell": "CD4-positive, alpha-beta T cell",
               "CD4-positive, alpha-beta memory T cell": "CD4-positive, alpha-beta T cell"}
     predicted = calls["cell_type"].map(lambda c: coarse.get(c, c)).to_numpy()
     accuracy = np.mean(predicted == labelled.obs["cell_type"].to_numpy())
     majority = labelled.obs["cell_type"].value_counts(normalize=True).iloc[0]
     assert accuracy > 0.75 and accuracy > majority + 0.4  # measured 0.857 (majority class 0.26)
+    assert reference.min_confidence == 0.5  # the recipe default
     assert ((calls["cell_type_confidence"] < 0.5) == calls["cell_type_low_confidence"]).all()
     assert calls["cell_type_confidence"].between(0, 1).all()
     confident = ~calls["cell_type_low_confidence"].to_numpy()
@@ -300,7 +306,7 @@ def test_celltypist_annotation_trained_here_recovers_author_labels(tmp_path, dat
     ("duplicate_genes", r"gene name\(s\) appear more than once, e.g. \['ISG15'\]"),
     ("empty", r"expression matrix is empty \(0 cells"),
     ("negative", r"negative values .* 'use_raw: true'"),
-    ("id_type", r"gene_id_type 'entrez' not supported; accepted: \['symbol', 'ensembl', 'auto'\]"),
+    ("id_type", r"gene_id_type: 'entrez' not supported; accepted: \['symbol', 'ensembl', 'auto'\]"),
 ])
 def test_bad_inputs_are_clear_errors(tmp_path, data_dir, kang, genes, defect, message):
     bad = kang.copy()
@@ -326,18 +332,18 @@ def test_bad_inputs_are_clear_errors(tmp_path, data_dir, kang, genes, defect, me
 
 
 def test_corpus_recipe_covers_every_real_file_and_each_ingests(data_dir, genes, tmp_path):
-    from dataset_script.pipeline import load_recipe
+    from dataset_script.build.recipe import load_recipe
     from dataset_script.schema import OBS_COLUMNS
 
     recipe = load_recipe(RECIPE.parent / "corpus.yaml")
-    paths = [d["path"] for d in recipe["datasets"]]
+    paths = [d.path for d in recipe.datasets]
     on_disk = sorted(f"scrna/{p.name}" for p in (data_dir / "scrna").glob("*.h5ad"))
     assert sorted(paths) == on_disk  # every file, once
-    for entry in recipe["datasets"]:
+    for entry in recipe.datasets:
         a = read_dataset(entry, data_dir, genes, cache_dir=tmp_path)
         assert list(a.obs.columns) == list(OBS_COLUMNS) and a.n_obs > 0
         for col in ("tissue", "disease", "condition", "cell_type"):
-            assert a.obs[col].astype(str).str.len().gt(0).all(), (entry["dataset_id"], col)
+            assert a.obs[col].astype(str).str.len().gt(0).all(), (entry.dataset_id, col)
         assert a.uns["omnicelltosg"]["value_transform"] in ("counts", "log", "linear")
 
 

@@ -8,14 +8,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dataset_script.knowledge import build_entity_graph, load_ppi
+from dataset_script.build.knowledge import build_entity_graph, load_ppi
+from dataset_script.build.recipe import KnowledgeSettings
+
+MIN_PPI_SCORE = KnowledgeSettings().min_ppi_score  # the recipe default
 
 
 @pytest.fixture(scope="module")
 def universe(data_dir):
     import anndata as ad
 
-    from dataset_script.knowledge import load_gene_table, resolve_gene_ids
+    from dataset_script.build.knowledge import load_gene_table, resolve_gene_ids
 
     genes = load_gene_table(data_dir / "knowledge")
     kang = ad.read_h5ad(data_dir / "scrna" / "kang2018_ifnb_pbmc_1556cells_2donors_muscat.h5ad")
@@ -35,8 +38,9 @@ def test_junk_identifiers_are_dropped_and_counted(data_dir):
 
 def test_union_of_sources_carries_evidence_and_max_weight(data_dir, universe):
     kd = data_dir / "knowledge"
-    single = {s: build_entity_graph(kd, entrez_ids=universe, ppi=s) for s in ("string", "omnipath_lr")}
-    union = build_entity_graph(kd, entrez_ids=universe, ppi=["string", "omnipath_lr"])
+    single = {s: build_entity_graph(kd, entrez_ids=universe, ppi=s, min_ppi_score=MIN_PPI_SCORE)
+              for s in ("string", "omnipath_lr")}
+    union = build_entity_graph(kd, entrez_ids=universe, ppi=["string", "omnipath_lr"], min_ppi_score=MIN_PPI_SCORE)
 
     def pairs(g):
         e = g.edges[g.edges["relation"] == "ppi"]
@@ -55,4 +59,4 @@ def test_union_of_sources_carries_evidence_and_max_weight(data_dir, universe):
     assert np.all(union.edges.loc[union.edges["relation"] == "ppi", "source"] <
                   union.edges.loc[union.edges["relation"] == "ppi", "target"])
     with pytest.raises(ValueError, match="not supported; accepted"):
-        build_entity_graph(kd, entrez_ids=universe, ppi=["string", "biogrid"])
+        build_entity_graph(kd, entrez_ids=universe, ppi=["string", "biogrid"], min_ppi_score=MIN_PPI_SCORE)

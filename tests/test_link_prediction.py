@@ -7,8 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from modeling_celltosg.link_prediction import (heuristic_scores, hits_at_k, link_metrics, node_degree,
-                                               sample_degree_matched_negatives)
+from omnicelltosg.evaluation.link_prediction import (
+    heuristic_scores,
+    hits_at_k,
+    link_metrics,
+    node_degree,
+    sample_degree_matched_negatives,
+)
 
 
 def test_hits_at_k_by_hand():

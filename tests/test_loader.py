@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dataset_script.loader import load_cohort
-from dataset_script.matching import AGE_STAGES
+from dataset_script.cohorts.loader import load_cohort
+from dataset_script.cohorts.matching import AGE_STAGES
 
 KANG = {"dataset_id": "kang2018_muscat"}
 ONEK1K = {"dataset_id": "onek1k_scdesignpop"}
@@ -162,8 +162,8 @@ def _dense(indices, values, genes):
 def test_combat_seq_matches_inmoose_on_real_rows(built):
     from inmoose.pycombat import pycombat_seq
 
-    from dataset_script.batch_correction import combat_seq_rows
-    from dataset_script.loader import gene_panels
+    from dataset_script.cohorts.batch_correction import combat_seq_rows
+    from dataset_script.cohorts.loader import gene_panels
 
     idx, val, meta = _blood_rows(built)
     panels = gene_panels(built[0])
@@ -194,8 +194,8 @@ def test_combat_seq_matches_inmoose_on_real_rows(built):
 
 
 def test_cohort_combat_seq_is_fitted_per_split_without_test_labels(built):
-    from dataset_script.batch_correction import combat_seq_rows
-    from dataset_script.loader import gene_panels
+    from dataset_script.cohorts.batch_correction import combat_seq_rows
+    from dataset_script.cohorts.loader import gene_panels
 
     kwargs = dict(conditions={"tissue_general": "blood"}, label_column="cell_type", sample_size=90, seed=0)
     plain = load_cohort(built[0], **kwargs)
@@ -225,7 +225,7 @@ def test_cohort_combat_seq_is_fitted_per_split_without_test_labels(built):
 
 
 def test_celltosg_dataloader_facade_train_and_output_dir(built, tmp_path):
-    from dataset_script.compat import CellTOSGDataLoader
+    from dataset_script.cohorts.original_api import CellTOSGDataLoader
 
     out = tmp_path / "export"
     loader = CellTOSGDataLoader(root=built[0], conditions={"dataset_id": "onek1k_scdesignpop"}, task="gender",
@@ -254,7 +254,7 @@ def test_celltosg_dataloader_facade_train_and_output_dir(built, tmp_path):
 
 
 def test_celltosg_dataloader_facade_inference_and_aliases(built):
-    from dataset_script.compat import CellTOSGDataLoader
+    from dataset_script.cohorts.original_api import CellTOSGDataLoader
 
     loader = CellTOSGDataLoader(root=built[0], conditions={"dataset_id": "kang2018_muscat",
                                                            "CMT_name": ["B cell", "CD14-positive monocyte"]},
@@ -288,7 +288,7 @@ def test_cached_transforms_follow_code_changes(tmp_path, monkeypatch):
     import importlib
     import sys
 
-    from dataset_script import loader
+    from dataset_script.cohorts import loader
 
     mod = tmp_path / "norm_mod.py"
     mod.write_text("def norm(batch):\n    return batch\n")
@@ -300,3 +300,17 @@ def test_cached_transforms_follow_code_changes(tmp_path, monkeypatch):
     loader._module_version.cache_clear()
     assert loader._code_fingerprint("abc", fn) != before
     sys.modules.pop("norm_mod", None)
+
+
+def test_loading_a_cohort_does_not_import_the_model_stack():
+    """The loader imports TOSGGraph only inside load_graph: a cohort alone must not pull in
+    modeling_celltosg (and with it transformers / torch_geometric / numba)."""
+    import subprocess
+    import sys
+
+    code = ("import dataset_script.cohorts.loader, sys; "
+            "heavy = sorted(m for m in sys.modules if m.startswith(('modeling_celltosg', 'torch_geometric', 'numba'))); "
+            "assert not heavy, heavy[:5]")
+    done = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

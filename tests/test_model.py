@@ -17,15 +17,20 @@ from transformers import AutoModel, AutoModelForSequenceClassification
 from modeling_celltosg import (
     CellTOSGConfig,
     CellTOSGForCellClassification,
-    CellTOSGForPretraining,
+    CellTOSGForPreTraining,
     CellTOSGModel,
     SharedGATConv,
     SharedGCNConv,
     SharedTransformerConv,
     TOSGGraph,
+    sparse_functions,
 )
-from modeling_celltosg import graph as graph_module
-from modeling_celltosg.training import finetune, pretrain, sample_negative_edges, split_ppi_edges
+from modeling_celltosg import topology as topology_module
+from omnicelltosg.evaluation.link_prediction import (
+    sample_negative_edges,
+    split_ppi_edges,
+)
+from omnicelltosg.train import PretrainingArguments, finetune, pretrain
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 STRING_PPI = DATA / "knowledge" / "string_human_score900_symbols_mossn.tsv.gz"
@@ -82,12 +87,12 @@ def _copy_weights(shared, pyg):
     ids=LAYER_TYPES,
 )
 @pytest.mark.parametrize("fused", [True, False], ids=["fused-cpu-kernels", "torch-path"])
-def test_shared_layers_match_pyg_per_cell(make, fused, monkeypatch):
+def test_shared_layers_match_pyg_per_cell(make, fused):
     """Both attention paths: the fused numba kernels (CPU default) and the channel-major torch path
     (what CUDA inputs take; forced here on CPU)."""
-    monkeypatch.setattr(graph_module, "FUSED_CPU_ATTENTION", fused)
     torch.manual_seed(0)
     shared, pyg = make()
+    shared.cpu_kernels = fused
     _copy_weights(shared, pyg)
     # 7 nodes with a pre-existing self-loop (2→2), a node without incoming edges (node 0 only sends) and
     # a duplicated edge (3→4 twice: two messages, as in PyG).
@@ -115,11 +120,10 @@ def test_shared_layers_match_pyg_per_cell(make, fused, monkeypatch):
 
 @pytest.mark.parametrize("layer_type", LAYER_TYPES)
 @pytest.mark.parametrize("fused", [True, False], ids=["fused-cpu-kernels", "torch-path"])
-def test_shared_layers_match_pyg_on_a_dense_graph(layer_type, fused, monkeypatch):
+def test_shared_layers_match_pyg_on_a_dense_graph(layer_type, fused):
     """10,000 edges on 150 nodes (about 67 incoming edges per node): both attention paths must still
     equal PyG per cell, forward and gradients, and the cached operator must follow in-place edits of the
     edge tensor (version counter) instead of serving the old topology."""
-    monkeypatch.setattr(graph_module, "FUSED_CPU_ATTENTION", fused)
     torch.manual_seed(1)
     n = 150
     pairs = torch.randperm(n * n)[:10_000]
@@ -129,6 +133,7 @@ def test_shared_layers_match_pyg_on_a_dense_graph(layer_type, fused, monkeypatch
         "gat": lambda: (SharedGATConv(6, 4, heads=2), GATConv(6, 4, heads=2)),
         "transformer": lambda: (SharedTransformerConv(6, 4, heads=2), TransformerConv(6, 4, heads=2)),
     }[layer_type]()
+    shared.cpu_kernels = fused
     _copy_weights(shared, pyg)
     x = torch.randn(n, 2, 6, requires_grad=True)
 
@@ -180,7 +185,7 @@ def test_fused_attention_kernels_with_dropout_mask_match_reference_and_gradcheck
     n, cells, heads, c = 6, 2, 2, 3
     k = cells * heads
     edge_index = torch.tensor([[0, 1, 2, 3, 4, 5, 2, 0, 3, 5], [1, 2, 3, 4, 5, 0, 2, 3, 4, 1]])
-    topology = graph_module.CSRTopology.from_edge_index(edge_index, n)
+    topology = topology_module.CSRTopology.from_edge_index(edge_index, n)
     keep_original = (torch.rand(edge_index.size(1), k, generator=g, dtype=torch.float64) > 0.3).double() / 0.7
     keep = keep_original[topology.inverse_order.long().argsort()]  # original edge order → target-major order
     assert torch.equal(keep.index_select(0, topology.inverse_order), keep_original)
@@ -188,10 +193,10 @@ def test_fused_attention_kernels_with_dropout_mask_match_reference_and_gradcheck
         inputs = (torch.randn(n, k, c, generator=g, dtype=torch.float64),
                   torch.randn(heads, c, generator=g, dtype=torch.float64),
                   torch.randn(heads, c, generator=g, dtype=torch.float64))
-        fn, extra = graph_module.FusedGATAttention, 0.2
+        fn, extra = sparse_functions.FusedGATAttention, 0.2
     else:
         inputs = tuple(torch.randn(n, k, c, generator=g, dtype=torch.float64) for _ in range(3))
-        fn, extra = graph_module.FusedDotAttention, 1 / math.sqrt(c)
+        fn, extra = sparse_functions.FusedDotAttention, 1 / math.sqrt(c)
     inputs = tuple(t.requires_grad_() for t in inputs)
 
     out, alpha = fn.apply(*inputs, keep, topology, extra, cells)
@@ -214,10 +219,10 @@ def test_csr_matmul_kernel_matches_scipy(dtype, index_dtype):
     rows = torch.tensor([0, 0, 2, 2, 2, 4, 4])  # rows 1 and 3 are empty; (4, 1) appears twice
     cols = torch.tensor([1, 3, 0, 2, 4, 1, 1])
     values = torch.randn(rows.numel(), generator=g, dtype=dtype)
-    crow, col, order = graph_module._csr_by(rows, cols, 5)
+    crow, col, order = topology_module.csr_by(rows, cols, 5)
     dense = torch.randn(6, 5, generator=g, dtype=dtype).t()  # [5, 6], not contiguous
     expected = sparse.csr_matrix((values.numpy(), (rows.numpy(), cols.numpy())), shape=(5, 5)) @ dense.numpy()
-    out = graph_module._spmm(crow.to(index_dtype), col.to(index_dtype), values[order], dense)
+    out = sparse_functions._spmm(crow.to(index_dtype), col.to(index_dtype), values[order], dense)
     assert out.dtype == dtype and out.shape == dense.shape and out.is_contiguous()
     np.testing.assert_allclose(out.numpy(), expected, rtol=1e-6 if dtype == torch.float32 else 1e-12)
     assert torch.all(out[[1, 3]] == 0)
@@ -354,6 +359,17 @@ def test_unknown_layer_type_lists_accepted_values():
 # ---------------------------------------------------------------------------------------------------------
 
 
+def test_config_saved_with_the_former_mask_ratio_still_loads(tmp_path):
+    """`mask_ratio` moved from the model config to `PretrainingArguments`; older config.json files keep it."""
+    toy_config().save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert "mask_ratio" not in saved
+    (tmp_path / "config.json").write_text(json.dumps({**saved, "mask_ratio": 0.3}))
+    loaded = CellTOSGConfig.from_pretrained(tmp_path)
+    assert loaded.mask_ratio == 0.3 and loaded.num_transcripts == 3 and loaded.layer_type == "gat"
+    CellTOSGForPreTraining(loaded)  # the model builds from it
+
+
 @pytest.mark.parametrize("layer_type", LAYER_TYPES)
 def test_save_and_auto_model_load_give_identical_outputs(tmp_path, layer_type):
     torch.manual_seed(0)
@@ -365,7 +381,7 @@ def test_save_and_auto_model_load_give_identical_outputs(tmp_path, layer_type):
     with torch.no_grad():
         torch.testing.assert_close(loaded(x, graph).last_hidden_state, model(x, graph).last_hidden_state, rtol=0, atol=0)
     saved = {p.name for p in tmp_path.iterdir()}
-    assert {"configuration_celltosg.py", "modeling_celltosg.py", "graph.py", "model.safetensors"} <= saved
+    assert {"configuration_celltosg.py", "modeling_celltosg.py", "tosg_graph.py", "gat_conv.py", "model.safetensors"} <= saved
 
 
 REMOTE_SCRIPT = """
@@ -373,7 +389,7 @@ import importlib, sys, torch
 from transformers import AutoModel
 model = AutoModel.from_pretrained(sys.argv[1], trust_remote_code=True).eval()
 assert 'modeling_celltosg' not in sys.modules, 'the local package must not be imported'
-graph_module = importlib.import_module(type(model).__module__.rsplit('.', 1)[0] + '.graph')
+graph_module = importlib.import_module(type(model).__module__.rsplit('.', 1)[0] + '.tosg_graph')
 inputs = torch.load(sys.argv[2])
 graph = graph_module.TOSGGraph(**inputs['graph'])
 with torch.no_grad():
@@ -384,7 +400,7 @@ torch.save({'out': out, 'cls': type(model).__module__ + '.' + type(model).__name
 
 def test_trust_remote_code_loads_in_fresh_process_without_package(tmp_path):
     torch.manual_seed(0)
-    model = CellTOSGForPretraining(toy_config("gat")).eval()
+    model = CellTOSGForPreTraining(toy_config("gat")).eval()
     graph, x = toy_graph(), torch.rand(4, 3)
     ckpt = tmp_path / "ckpt"
     model.save_pretrained(ckpt)
@@ -410,7 +426,7 @@ def test_trust_remote_code_loads_in_fresh_process_without_package(tmp_path):
 
 def test_classifier_from_pretraining_checkpoint_reuses_encoder(tmp_path):
     torch.manual_seed(0)
-    pretrained = CellTOSGForPretraining(toy_config())
+    pretrained = CellTOSGForPreTraining(toy_config())
     pretrained.save_pretrained(tmp_path)
     labels = ["B cell", "T cell", "NK cell"]
     clf = AutoModelForSequenceClassification.from_pretrained(
@@ -439,6 +455,40 @@ def test_split_and_negative_sampling():
     neg = sample_negative_edges(200, (10, 41), pairs.flip(0), torch.Generator().manual_seed(0))
     assert neg.shape == (2, 200) and (neg[0] != neg[1]).all() and (neg >= 10).all() and (neg < 41).all()
     assert not {tuple(sorted(p)) for p in neg.t().tolist()} & as_set(pairs)
+
+
+def test_training_arguments_name_unknown_fields_and_round_trip_the_command_line():
+    import argparse
+
+    from omnicelltosg.train.arguments import add_arguments, from_namespace
+
+    with pytest.raises(TypeError, match=r"\['lr'\].*learning_rate"):
+        PretrainingArguments().with_overrides(lr=1e-3)
+    with pytest.raises(ValueError, match="negatives='hard'.*degree_matched"):
+        PretrainingArguments(negatives="hard")
+    parser = argparse.ArgumentParser()
+    add_arguments(parser, PretrainingArguments)
+    assert from_namespace(PretrainingArguments, parser.parse_args([])) == PretrainingArguments()
+    parsed = from_namespace(PretrainingArguments, parser.parse_args(["--learning-rate", "0.01", "--negatives", "random"]))
+    assert parsed == PretrainingArguments(learning_rate=0.01, negatives="random")
+
+
+def test_a_step_dealt_out_over_processes_covers_the_single_process_draw():
+    """`MaskedEdgeTask.draw_batch`: the ranks of a world share one edge mask and split its cells."""
+    from dataclasses import replace
+
+    from omnicelltosg.train.pretraining import MaskedEdgeTask
+
+    graph = replace(toy_graph(), ppi_edge_index=torch.tensor([[3, 3], [4, 5]]))  # negatives: only 4–5
+    task = MaskedEdgeTask.build(graph, PretrainingArguments(mask_ratio=0.4, held_out_fraction=0.0,
+                                                            negatives="random"), "cpu")
+    assert task.num_masked == 1 and task.test_edges.size(1) == 0
+    whole = task.draw_batch(10, 4, torch.Generator().manual_seed(5))
+    parts = [task.draw_batch(10, 2, torch.Generator().manual_seed(5), rank, 2) for rank in range(2)]
+    assert sorted(torch.cat([p.cells for p in parts]).tolist()) == sorted(whole.cells.tolist())
+    for part in parts:
+        assert torch.equal(part.positives, whole.positives) and torch.equal(part.visible, whole.visible)
+        assert torch.equal(part.negatives, whole.negatives)
 
 
 def real_string_graph(rows=300):
@@ -472,14 +522,15 @@ def test_pretraining_lowers_loss_on_real_ppi():
     torch.manual_seed(0)
     config = CellTOSGConfig(
         num_transcripts=graph.num_transcripts, num_proteins=graph.num_proteins, hidden_size=16,
-        entity_version=graph.entity_version, mask_ratio=0.2,
+        entity_version=graph.entity_version,
     )
-    model = CellTOSGForPretraining(config)
+    model = CellTOSGForPreTraining(config)
     # Random expression: input noise only, the edges to reconstruct are the real STRING pairs.
     expression = torch.log1p(torch.rand(32, graph.num_transcripts) * 5)
     measured = torch.rand(32, graph.num_transcripts) > 0.1
-    result = pretrain(model, expression, measured, graph, steps=40, batch_size=8, lr=5e-3, held_out_fraction=0.1,
-                      seed=0, log_every=10)
+    args = PretrainingArguments(steps=40, batch_size=8, learning_rate=5e-3, mask_ratio=0.2, held_out_fraction=0.1,
+                                seed=0)
+    result = pretrain(model, expression, measured, graph, args, log_every=10)
     curve = result["loss_curve"]
     assert len(curve) == 40
     assert np.mean(curve[-8:]) < np.mean(curve[:8])
@@ -495,7 +546,7 @@ def test_finetuning_lowers_loss_and_selects_on_validation():
     labels = (expression[:, 0] > expression[:, 1]).long()  # learnable toy labelling
     measured = torch.ones(96, 3, dtype=torch.bool)
     result = finetune(model, expression, measured, labels, graph, train_idx=range(64), val_idx=range(64, 80),
-                      test_idx=range(80, 96), epochs=8, batch_size=16, lr=1e-2, seed=0)
+                      test_idx=range(80, 96), epochs=8, batch_size=16, learning_rate=1e-2, seed=0)
     assert result["train_loss_curve"][-1] < result["train_loss_curve"][0]
     assert result["best_epoch"] == int(np.argmax(result["val_macro_f1_curve"]))
     assert result["test_predictions"].shape == (16,) and 0.0 <= result["accuracy"] <= 1.0

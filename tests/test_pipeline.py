@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from dataset_script.loader import load_cohort, load_graph
+from dataset_script.cohorts.loader import load_cohort, load_graph
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +45,7 @@ def test_expression_is_log_normalised(kang, built):
 def test_non_count_rows_log_scale_kept_linear_scale_log_normalised():
     """Non-count input: log-scale rows pass through; linear-scale rows (TPM-like, as the real Tirosh
     2016 file: values up to 34,215) get the same CP10k + log1p as counts — never fed to a model raw."""
-    from dataset_script.loader import normalize_expression
+    from dataset_script.cohorts.loader import normalize_expression
 
     log_row = [0.5, 3.2, 11.0]  # log2(TPM + 1)-like
     tpm_row = [5_000.0, 30_000.0, 65_000.0]
@@ -70,17 +70,20 @@ def test_query_errors_list_what_is_available(built):
 def test_pretraining_steps_lower_loss_and_round_trip(built, graph, tmp_path):
     from transformers import AutoModel
 
-    from dataset_script.loader import expression_tensors, gene_panels, load_cells
-    from modeling_celltosg import CellTOSGConfig, CellTOSGForPretraining
-    from modeling_celltosg.training import pretrain
+    from dataset_script.cohorts.loader import (
+        expression_tensors,
+        gene_panels,
+        load_cells,
+    )
+    from modeling_celltosg import CellTOSGConfig, CellTOSGForPreTraining
+    from omnicelltosg.train import pretrain
 
     g, _ = graph
     cells = load_cells(built[0], conditions={"dataset_id": "kang2018_muscat"})
     x, m = expression_tensors(cells, g.num_transcripts, gene_panels(built[0]))
     torch.manual_seed(0)
-    cfg = CellTOSGConfig.for_graph(g, hidden_size=16, layer_type="gat", num_heads=2, dropout=0.0)
-    model = CellTOSGForPretraining(cfg)
-    res = pretrain(model, x, m, g, steps=30, batch_size=4, lr=3e-3, seed=0, eval_max_cells=16)
+    model = CellTOSGForPreTraining(CellTOSGConfig.for_graph(g))  # the default (CPU-sized) GAT
+    res = pretrain(model, x, m, g, steps=30, batch_size=4, learning_rate=3e-3, seed=0, eval_max_cells=16)
     curve = res["loss_curve"]
     assert np.mean(curve[-8:]) < 0.9 * np.mean(curve[:8])
     assert 0.0 <= res["auroc"] <= 1.0 and res["n_test_edges"] > 0
@@ -98,15 +101,15 @@ def test_pretraining_steps_lower_loss_and_round_trip(built, graph, tmp_path):
 
 def test_finetuning_lowers_loss_on_real_cohort(kang, graph):
     from modeling_celltosg import CellTOSGConfig, CellTOSGForCellClassification
-    from modeling_celltosg.training import finetune
+    from omnicelltosg.train import finetune
 
     g, _ = graph
     x, m, y = kang.tensors()
     torch.manual_seed(0)
-    cfg = CellTOSGConfig.for_graph(g, hidden_size=16, layer_type="gcn", dropout=0.0, num_labels=2)
+    cfg = CellTOSGConfig.for_graph(g, layer_type="gcn", num_labels=2)
     res = finetune(CellTOSGForCellClassification(cfg), x, m, y, g, train_idx=torch.as_tensor(kang.splits["train"]),
                    val_idx=torch.as_tensor(kang.splits["validation"]), test_idx=torch.as_tensor(kang.splits["test"]),
-                   epochs=4, batch_size=8, lr=3e-3, seed=0)
+                   epochs=4, batch_size=8, learning_rate=3e-3, seed=0)
     assert res["train_loss_curve"][-1] < res["train_loss_curve"][0]
     assert res["best_epoch"] == int(np.argmax(res["val_macro_f1_curve"]))
     assert len(res["test_predictions"]) == len(kang.splits["test"])
@@ -115,12 +118,17 @@ def test_finetuning_lowers_loss_on_real_cohort(kang, graph):
 def test_signaling_on_real_kang_cohort(kang, graph, tmp_path):
     """Signaling output shapes on the real graph and cohort (untrained GAT: shapes, not biology)."""
     from modeling_celltosg import CellTOSGConfig, CellTOSGForCellClassification
-    from modeling_celltosg.signaling import edge_attention, infer_signaling, node_expression, write_signaling
+    from omnicelltosg.tools.signaling import (
+        edge_attention,
+        infer_signaling,
+        node_expression,
+        write_signaling,
+    )
 
     g, entities = graph
     x, m, _ = kang.tensors()
     torch.manual_seed(0)
-    cfg = CellTOSGConfig.for_graph(g, hidden_size=8, layer_type="gat", num_heads=2, dropout=0.0, num_labels=2)
+    cfg = CellTOSGConfig.for_graph(g, hidden_size=8, num_labels=2)
     idx = np.r_[0:12, len(x) - 12:len(x)]  # both conditions
     pairs, weights = edge_attention(CellTOSGForCellClassification(cfg).eval(), x[idx], m[idx], g, batch_size=8)
     assert weights.shape == (len(idx), g.ppi_edge_index.shape[1]) and pairs.shape == (2, weights.shape[1])

@@ -10,7 +10,7 @@ import torch
 from scipy import stats
 
 from modeling_celltosg import CellTOSGConfig, CellTOSGForCellClassification, TOSGGraph
-from modeling_celltosg.signaling import (
+from omnicelltosg.tools.signaling import (
     EDGE_COLUMNS,
     NODE_COLUMNS,
     _undirected_mean,
@@ -236,7 +236,7 @@ def test_go_enrichment_matches_scipy_hypergeometric():
     import pandas as pd
     from scipy import stats as sps
 
-    from modeling_celltosg.enrichment import GOAnnotations, go_enrichment
+    from omnicelltosg.tools.enrichment import GOAnnotations, go_enrichment
 
     # background of 10 annotated genes; term T1 holds g0..g3, T2 holds g4..g9; set = g0, g1, g2, g5
     gene_terms = {f"g{i}": frozenset({"T1"} if i < 4 else {"T2"}) for i in range(10)}
@@ -260,17 +260,17 @@ def test_signaling_command_on_real_kang(built, tmp_path, data_dir):
 
     import networkx as nx
 
-    from dataset_script.loader import load_cohort
+    from dataset_script.cohorts.loader import load_cohort
     from modeling_celltosg import CellTOSGConfig, CellTOSGForCellClassification
-    from modeling_celltosg.training import finetune
-    from omnicelltosg.signaling_analysis import run_signaling
+    from omnicelltosg.train import finetune
+    from omnicelltosg.workflows.signaling import run_signaling
 
     dataset = built[0]
     cohort = load_cohort(dataset, conditions={"dataset_id": "kang2018_muscat"}, label_column="condition",
                          validation_by="meta-cell", test_donors=["kang2018_muscat:101"])
     graph = cohort.graph()
     x, m, y = cohort.tensors()
-    config = CellTOSGConfig.for_graph(graph, hidden_size=8, num_layers=1, num_heads=2, dropout=0.0, num_labels=2)
+    config = CellTOSGConfig.for_graph(graph, hidden_size=8, num_layers=1, num_labels=2)
     model = CellTOSGForCellClassification(config)
     finetune(model, x, m, y, graph, train_idx=cohort.splits["train"], val_idx=cohort.splits["validation"],
              test_idx=cohort.splits["test"], epochs=1)
@@ -291,3 +291,22 @@ def test_signaling_command_on_real_kang(built, tmp_path, data_dir):
     with pytest.raises(ValueError, match="available"):
         run_signaling(dataset, tmp_path / "model", tmp_path / "x", conditions={"dataset_id": "kang2018_muscat"},
                       group_column="condition", case="IFN", control="control", knowledge_dir=data_dir / "knowledge")
+
+
+def test_signaling_defaults_are_one_constant_in_every_door():
+    """The function, the workflow, the command line and the demo all use TOP_K / MIN_LEAVES / FDR_THRESHOLD."""
+    import inspect
+
+    from omnicelltosg.cli import _parser
+    from omnicelltosg.tools.signaling import FDR_THRESHOLD, MIN_LEAVES, TOP_K
+    from omnicelltosg.workflows import demo
+    from omnicelltosg.workflows.signaling import run_signaling
+
+    args = _parser().parse_args(["signaling", "--dataset", "d", "--model", "m", "--conditions", "{}", "--case", "a",
+                                 "--control", "b"])
+    assert (args.top_k, args.min_leaves, args.fdr) == (TOP_K, MIN_LEAVES, FDR_THRESHOLD)
+    for fn in (infer_signaling, run_signaling):
+        params = inspect.signature(fn).parameters
+        assert (params["top_k"].default, params["min_leaves"].default, params["fdr_threshold"].default) == (
+            TOP_K, MIN_LEAVES, FDR_THRESHOLD)
+    assert not {"top_k", "min_leaves", "fdr_threshold"} & set(demo.SIGNALING)  # the demo takes the defaults

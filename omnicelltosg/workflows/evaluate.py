@@ -1,0 +1,466 @@
+"""``omnicelltosg evaluate``: every model on the SAME donor-level splits, selected on validation only,
+scored once on test, repeated over seeds, with statistics that say where CellTOSG-FM does not win.
+
+Models (paper §2.4 and ARCHITECTURE.md §7; :data:`omnicelltosg.tasks.GRAPH_MODELS`):
+
+==========================  ==========  ======================  ===========
+name                        layers      node identity            pretrained
+==========================  ==========  ======================  ===========
+``celltosg_fm``             GAT         text priors (MiniLM)     yes (PPI edge masking)
+``celltosg_scratch``        GAT         text priors              no  — does pretraining help?
+``celltosg_no_priors``      GAT         learned node embedding   yes — do the priors help?
+``gcn`` / ``gat`` / ``unimp``  GCN / GAT / UniMP  learned node embedding  no (GNN baselines)
+``mlp``                     expression  —                        no (the paper's DNN)
+``logistic_regression``     expression  —                        no
+``majority_class``          —           —                        no
+==========================  ==========  ======================  ===========
+
+Graph models are fine-tuned with :func:`omnicelltosg.train.finetune` (epoch chosen on validation
+macro-F1) for each learning rate of :attr:`EvaluationSettings.learning_rates` (the best on validation is
+kept); expression baselines are in :mod:`omnicelltosg.evaluation.baselines`. Pretraining runs once per
+split, layer type and node identity on every meta-cell of the dataset EXCEPT that split's test meta-cells.
+
+A run = (split variant, seed) of a :class:`~omnicelltosg.tasks.TaskSpec`. Split variants are
+``load_cohort`` arguments: split seeds, or explicit ``test_donors`` (e.g. Kang: each of the two donors as
+test once). A cohort split at the meta-cell level (no donors) is flagged in every output.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from dataset_script.files import atomic_directory, atomic_file, atomic_write_text
+from omnicelltosg.evaluation.baselines import EXPRESSION_BASELINES, MLP_EPOCHS, ModelRun
+from omnicelltosg.evaluation.metrics import (
+    above_chance,
+    bootstrap_difference,
+    classification_metrics,
+    paired_test,
+)
+from omnicelltosg.tasks import FM, GRAPH_MODELS, TaskSpec
+from omnicelltosg.train import FinetuningArguments, PretrainingArguments
+
+
+@dataclass(frozen=True)
+class EvaluationSettings:
+    """How the models of an evaluation are trained; the same for every graph model.
+
+    Attributes:
+        pretraining: the per-split masked-edge pretraining (its ``seed`` is replaced by the split's seed).
+        finetuning: fine-tuning of the graph models (its ``seed`` is replaced by the run's seed and its
+            ``learning_rate`` by each of :attr:`learning_rates`).
+        learning_rates: fine-tuning learning rates tried per graph model and run, the best on validation
+            kept; None = ``finetuning.learning_rate`` only.
+        mlp_epochs: epochs of the MLP baseline.
+        model: ``CellTOSGConfig`` fields set for every graph model (default: none, the config's defaults);
+            each model's ``layer_type`` and ``prior_source`` come from :data:`omnicelltosg.tasks.GRAPH_MODELS`.
+    """
+
+    pretraining: PretrainingArguments = field(default_factory=PretrainingArguments)
+    finetuning: FinetuningArguments = field(default_factory=FinetuningArguments)
+    learning_rates: tuple[float, ...] | None = None
+    mlp_epochs: int = MLP_EPOCHS
+    model: Mapping = field(default_factory=dict)
+
+    def learning_rate_grid(self) -> tuple[float, ...]:
+        """The fine-tuning learning rates tried."""
+        return tuple(self.learning_rates or (self.finetuning.learning_rate,))
+
+    def to_dict(self) -> dict:
+        """Plain JSON-ready dict (for ``run_config.json`` and the report)."""
+        return json.loads(json.dumps(asdict(self), default=str))
+
+
+@dataclass
+class _Variant:
+    """One split variant's cohort and dense inputs, shared by its seeds: ``x``, ``m`` ``[M, Nt]``, ``y``
+    ``[M]``, ``expression`` ``[M, G]`` (the measured genes only), ``test_ids`` (test meta-cell ids)."""
+
+    index: int
+    split: dict
+    cohort: object
+    x: torch.Tensor
+    m: torch.Tensor
+    y: torch.Tensor
+    expression: np.ndarray
+    test_ids: set
+
+
+@dataclass
+class _Progress:
+    """What an evaluation folder holds so far — ``results.csv`` rows, ``predictions.npz`` (model, variant,
+    seed) → {truth, pred, proba}, ``curves.json`` (model, variant) → curves — read back on resume and
+    rewritten atomically after every run."""
+
+    out: Path
+    rows: list[dict] = field(default_factory=list)
+    predictions: dict[tuple, dict] = field(default_factory=dict)
+    curves: dict[tuple, dict] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, out: Path) -> _Progress:
+        progress = cls(out)
+        if (out / "results.csv").exists():
+            progress.rows = pd.read_csv(out / "results.csv").to_dict("records")
+        if (out / "predictions.npz").exists():
+            with np.load(out / "predictions.npz", allow_pickle=False) as z:
+                for key in z.files:
+                    model, v, seed, what = key.split("|")
+                    progress.predictions.setdefault((model, int(v), int(seed)), {})[what] = z[key]
+        if (out / "curves.json").exists():  # kept across resumes so the curves figure can be redrawn
+            for key, c in json.loads((out / "curves.json").read_text()).items():
+                name, v = key.rsplit("|", 1)
+                progress.curves[(name, int(v))] = c
+        return progress
+
+    def done(self, name: str, v: int, seed: int) -> bool:
+        return any(r["model"] == name and r["variant"] == v and r["seed"] == seed for r in self.rows)
+
+    def add(self, row: dict, prediction: dict, curves: dict | None) -> None:
+        """Record one finished run and rewrite the files."""
+        self.rows.append(row)
+        self.predictions[(row["model"], row["variant"], row["seed"])] = prediction
+        if curves and (row["model"], row["variant"]) not in self.curves:
+            self.curves[(row["model"], row["variant"])] = curves
+            atomic_write_text(self.out / "curves.json",
+                              json.dumps({f"{k[0]}|{k[1]}": c for k, c in self.curves.items()}, default=float))
+        with atomic_file(self.out / "results.csv") as tmp:
+            pd.DataFrame(self.rows).to_csv(tmp, index=False)
+        arrays = {f"{m}|{v}|{s}|{what}": arr for (m, v, s), d in self.predictions.items() for what, arr in d.items()}
+        with atomic_file(self.out / "predictions.npz") as tmp:
+            np.savez_compressed(tmp, **arrays)
+
+
+@torch.no_grad()
+def cell_embeddings(model, expression: torch.Tensor, measured_mask: torch.Tensor, graph, batch_size: int = 16) -> np.ndarray:
+    """Pooled cell representations ``[M, d]`` of a fine-tuned classifier (eval mode), for UMAPs."""
+    model.eval()
+    chunks = [model(expression[i:i + batch_size], graph, measured_mask=measured_mask[i:i + batch_size]).cell_embeddings
+              for i in range(0, len(expression), batch_size)]
+    return torch.cat(chunks).numpy()
+
+
+def _pretrain(dataset: Path, graph, variant: _Variant, model_spec: dict, settings: EvaluationSettings,
+              out: Path) -> Path:
+    """Pretrain on every meta-cell of the dataset except the variant's test meta-cells; returns the
+    checkpoint folder (reused if it exists: resume)."""
+    from dataset_script.cohorts.loader import (
+        expression_tensors,
+        gene_panels,
+        load_cells,
+    )
+    from modeling_celltosg import CellTOSGConfig, CellTOSGForPreTraining
+    from omnicelltosg.train import pretrain
+
+    layer_type, prior_source = model_spec["layer_type"], model_spec["prior_source"]
+    ckpt = out / "checkpoints" / f"split{variant.index}" / f"pretrained_{layer_type}_{prior_source}"
+    if (ckpt / "config.json").exists():  # resume
+        return ckpt
+    cells = load_cells(dataset)
+    keep = [i for i, cid in enumerate(cells["cell_id"]) if cid not in variant.test_ids]
+    x, m = expression_tensors(cells.select(keep), graph.num_transcripts, gene_panels(dataset))
+    config = CellTOSGConfig.for_graph(graph, layer_type=layer_type, prior_source=prior_source, **settings.model)
+    seed = int(variant.split.get("seed", variant.index))
+    torch.manual_seed(seed)  # the initial weights too: without it a rerun pretrains a different model
+    model = CellTOSGForPreTraining(config)
+    pretrain(model, x, m, graph, settings.pretraining, seed=seed)
+    with atomic_directory(ckpt) as tmp:
+        model.save_pretrained(tmp)
+    return ckpt
+
+
+def _graph_model_run(name: str, variant: _Variant, graph, pretrained: Path | None, settings: EvaluationSettings,
+                     seed: int) -> tuple[ModelRun, object]:
+    """Fine-tune graph model ``name`` (from ``pretrained``, or from scratch when None) for each learning
+    rate; keep the best on validation."""
+    from modeling_celltosg import CellTOSGConfig, CellTOSGForCellClassification
+    from omnicelltosg.train import finetune
+
+    spec, cohort = GRAPH_MODELS[name], variant.cohort
+    labels = {"num_labels": len(cohort.label_names), "id2label": dict(enumerate(cohort.label_names)),
+              "label2id": {n: i for i, n in enumerate(cohort.label_names)}}
+    t0 = time.perf_counter()
+    best = None
+    for lr in settings.learning_rate_grid():
+        torch.manual_seed(seed)
+        if pretrained is not None:
+            from transformers.utils import logging as hf_logging
+
+            verbosity = hf_logging.get_verbosity()
+            hf_logging.set_verbosity_error()  # the new head's "MISSING" load report is expected here
+            try:
+                model = CellTOSGForCellClassification.from_pretrained(pretrained, **labels)
+            finally:
+                hf_logging.set_verbosity(verbosity)
+        else:
+            config = CellTOSGConfig.for_graph(graph, layer_type=spec["layer_type"], prior_source=spec["prior_source"],
+                                              **settings.model, **labels)
+            model = CellTOSGForCellClassification(config)
+        res = finetune(model, variant.x, variant.m, variant.y, graph, settings.finetuning,
+                       train_idx=cohort.splits["train"], val_idx=cohort.splits["validation"],
+                       test_idx=cohort.splits["test"], seed=seed, learning_rate=lr)
+        if best is None or res["val_macro_f1"] > best[0]["val_macro_f1"]:
+            best = (res, lr, model)
+    res, lr, model = best
+    run = ModelRun(name, res["val_macro_f1"], res["test_predictions"], res["test_probabilities"], {"lr": lr},
+                   best_epoch=res["best_epoch"],
+                   curves={"train loss": res["train_loss_curve"], "validation macro-F1": res["val_macro_f1_curve"]},
+                   seconds=time.perf_counter() - t0)
+    return run, model
+
+
+def _load_variant(dataset: Path, spec: TaskSpec, v: int) -> _Variant:
+    from dataset_script.cohorts.loader import load_cohort
+
+    cohort = load_cohort(dataset, **spec.cohort_arguments(v))
+    x, m, y = cohort.tensors()
+    return _Variant(v, spec.split_variants[v], cohort, x, m, y, x.numpy()[:, m.any(0).numpy()],
+                    set(np.asarray(cohort.cells["cell_id"])[cohort.splits["test"]]))
+
+
+def _result_row(spec: TaskSpec, name: str, variant: _Variant, seed: int, run: ModelRun) -> tuple[dict, dict]:
+    """The ``results.csv`` row of one run (test metrics, split sizes, what was chosen) and its predictions."""
+    cohort = variant.cohort
+    truth = variant.y.numpy()[cohort.splits["test"]]
+    metrics = classification_metrics(truth, run.test_pred, run.test_proba, cohort.label_names)
+    row = {"task": spec.name, "model": name, "variant": variant.index, "seed": seed,
+           "test_level": cohort.split.test_level, "validation_level": cohort.split.validation_level,
+           "n_train": len(cohort.splits["train"]), "n_validation": len(cohort.splits["validation"]),
+           "n_test": len(truth), "val_macro_f1": run.val_macro_f1,
+           **{k: metrics[k] for k in ("accuracy", "macro_f1", "balanced_accuracy", "auroc")},
+           **{f"f1[{k}]": val for k, val in metrics["per_class_f1"].items()},
+           "hparams": json.dumps(run.hparams), "best_epoch": run.best_epoch, "seconds": run.seconds}
+    return row, {"truth": truth, "pred": run.test_pred, "proba": run.test_proba}
+
+
+def _fm_figures(model, variant: _Variant, graph, out: Path, seed: int) -> tuple[tuple, Path]:
+    """On the first fine-tuned FM of the evaluation: UMAP inputs, the embedding heatmap, and the model
+    saved as ``checkpoints/celltosg_fm_finetuned`` (with the run it came from)."""
+    from omnicelltosg.plotting.evaluation import plot_embedding_heatmap
+
+    umap_inputs = (cell_embeddings(model, variant.x, variant.m, graph), variant.expression, variant.cohort,
+                   variant.index)
+    heatmap = plot_embedding_heatmap(model, variant.x, variant.m, graph, variant.cohort, out / "embedding_heatmap.png",
+                                     label_column=variant.cohort.label_column)
+    with atomic_directory(out / "checkpoints" / "celltosg_fm_finetuned") as tmp:
+        model.save_pretrained(tmp)
+        (tmp / "evaluation_run.json").write_text(json.dumps({"variant": variant.index, "seed": seed,
+                                                             "split": variant.split}))
+    return umap_inputs, heatmap
+
+
+def _train_missing_runs(dataset: Path, spec: TaskSpec, settings: EvaluationSettings, graph, progress: _Progress,
+                        out: Path, log) -> tuple[dict[int, _Variant], tuple | None, Path | None]:
+    """Train and score every (split variant, seed, model) of ``spec`` not yet in ``progress``; returns
+    the variants, and the UMAP inputs and heatmap of the FM when it was trained in this call."""
+    variants, umap_inputs, heatmap = {}, None, None
+    for v in range(len(spec.split_variants)):
+        variants[v] = variant = _load_variant(dataset, spec, v)
+        for seed in spec.seeds:
+            for name in spec.models:
+                if progress.done(name, v, seed):
+                    continue
+                log(f"[evaluate {spec.name}] split {v} seed {seed}: {name}")
+                if name in GRAPH_MODELS:
+                    model_spec = GRAPH_MODELS[name]
+                    pretrained = (_pretrain(dataset, graph, variant, model_spec, settings, out)
+                                  if model_spec["pretrained"] else None)
+                    run, model = _graph_model_run(name, variant, graph, pretrained, settings, seed)
+                    if name == FM and umap_inputs is None:
+                        umap_inputs, heatmap = _fm_figures(model, variant, graph, out, seed)
+                else:
+                    run = EXPRESSION_BASELINES[name](
+                        variant.expression, variant.y.numpy(), variant.cohort.splits,
+                        num_classes=len(variant.cohort.label_names), seed=seed,
+                        **({"epochs": settings.mlp_epochs} if name == "mlp" else {}))
+                row, prediction = _result_row(spec, name, variant, seed, run)
+                progress.add(row, prediction, run.curves)
+    return variants, umap_inputs, heatmap
+
+
+def _figures(spec: TaskSpec, progress: _Progress, variants: dict, comparison: dict, graph, out: Path,
+             umap_inputs: tuple | None, heatmap: Path | None) -> dict:
+    """Confusion matrices (FM and the best other model), training curves of the first split variant, the
+    UMAPs and the embedding heatmap (redrawn from the saved FM when an earlier process trained it)."""
+    from omnicelltosg.plotting.curves import plot_curves
+    from omnicelltosg.plotting.evaluation import plot_confusions, plot_umaps
+
+    label_names = variants[0].cohort.label_names
+    figures = {"confusion": plot_confusions(progress.predictions, label_names, out,
+                                            models=[FM, comparison.get("best_other")])}
+    v0 = min((v for _, v in progress.curves), default=None)
+    first = {name: progress.curves[(name, v)] for name, v in sorted(progress.curves) if v == v0}
+    figures["curves"] = plot_curves(first, out / "curves.png", xlabel="epoch",
+                                    title=f"{spec.name}: training curves (split {v0}, seed of the first run)"
+                                    ) if first else None
+    if umap_inputs is None and not (out / "umap.png").exists():
+        umap_inputs = _umap_inputs_from_checkpoint(out / "checkpoints" / "celltosg_fm_finetuned", variants, graph)
+    if umap_inputs is not None:
+        figures["umap"] = plot_umaps(*umap_inputs, out / "umap.png", label_column=umap_inputs[2].label_column)
+    elif (out / "umap.png").exists():  # resumed with the FM already trained: keep the earlier figure
+        figures["umap"] = out / "umap.png"
+    if heatmap is not None:
+        figures["embedding_heatmap"] = heatmap
+    elif (out / "embedding_heatmap.png").exists():
+        figures["embedding_heatmap"] = out / "embedding_heatmap.png"
+    return figures
+
+
+def run_evaluation(dataset: str | Path, spec: TaskSpec, out: str | Path, *, settings: EvaluationSettings | None = None,
+                   log=print) -> dict:
+    """Run every model of ``spec`` on every (split variant, seed) and write the results into ``out``.
+
+    Args:
+        dataset: dataset folder (``omnicelltosg build`` output).
+        spec: the task (:data:`omnicelltosg.tasks.TASKS` holds the named ones).
+        out: the task's output folder.
+        settings: how the models are trained (default :class:`EvaluationSettings`).
+        log: called with one progress line per run.
+
+    Returns {"results", "summary" (DataFrames), "comparison", "figures", "cohorts" (variant → Cohort)}.
+    Writes ``results.csv`` (one row per model × run, all metrics), ``summary.csv`` (mean ± sd per
+    model), ``comparison.json`` (FM vs the best other model: paired t-test over runs and
+    bootstrap CI over test meta-cells), figures (``confusion_<model>.png``, ``curves.png``,
+    ``umap.png``) and ``report.md``, each atomically. Rows already in ``results.csv`` (same model,
+    variant, seed) are reused, so an interrupted evaluation resumes (``run_config.json`` records the
+    settings, cohort and dataset; a folder made with others is refused).
+
+    Raises:
+        ValueError: unknown models, an empty plan, a folder holding runs made with other settings, or a
+            cohort the loader rejects (e.g. a donor-level split with too few donors — the message says
+            which option to use instead).
+    """
+    from dataset_script.cohorts.loader import load_graph
+    from omnicelltosg.workflows.evaluation_report import write_evaluation_report
+
+    spec.validate()
+    settings = settings or EvaluationSettings()
+    dataset, out = Path(dataset), Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    _check_resume(out, spec, settings, dataset)
+    graph, _ = load_graph(dataset)
+    progress = _Progress.load(out)
+    variants, umap_inputs, heatmap = _train_missing_runs(dataset, spec, settings, graph, progress, out, log)
+
+    results = pd.DataFrame(progress.rows)
+    summary = summarize(results)
+    chance = {m: above_chance(g["balanced_accuracy"].to_numpy(), len(variants[0].cohort.label_names))
+              for m, g in results.groupby("model")}
+    summary["above_chance_flag"] = summary["model"].map(lambda m: chance[m]["flag"])
+    summary["test_level"] = summary["model"].map(results.groupby("model")["test_level"]
+                                                 .agg(lambda t: "/".join(sorted(set(t)))))
+    comparison = compare_with_best(results, progress.predictions)
+    comparison["above_chance"] = chance
+    comparison["test_level"] = "/".join(sorted(set(results["test_level"])))
+    with atomic_file(out / "summary.csv") as tmp:
+        summary.to_csv(tmp, index=False)
+    atomic_write_text(out / "comparison.json", json.dumps(comparison, indent=2))
+    figures = _figures(spec, progress, variants, comparison, graph, out, umap_inputs, heatmap)
+    cohorts = {v: variant.cohort for v, variant in variants.items()}
+    write_evaluation_report(spec, settings.to_dict(), cohorts, results, summary, comparison, figures, dataset,
+                            out / "report.md")
+    _update_model_card(out / "checkpoints" / "celltosg_fm_finetuned", spec, settings, summary, comparison, dataset)
+    return {"results": results, "summary": summary, "comparison": comparison, "figures": figures, "cohorts": cohorts}
+
+
+def _umap_inputs_from_checkpoint(checkpoint: Path, variants: dict[int, _Variant], graph) -> tuple | None:
+    """UMAP inputs from the saved fine-tuned FM when the run that trained it was an earlier process (a
+    resumed evaluation interrupted before its figures were drawn); ``None`` without a checkpoint."""
+    run_file = checkpoint / "evaluation_run.json"
+    if not run_file.exists():
+        return None
+    from modeling_celltosg import CellTOSGForCellClassification
+
+    v = int(json.loads(run_file.read_text())["variant"])
+    if v not in variants:
+        return None
+    variant = variants[v]
+    model = CellTOSGForCellClassification.from_pretrained(checkpoint).eval()
+    return cell_embeddings(model, variant.x, variant.m, graph), variant.expression, variant.cohort, v
+
+
+def _update_model_card(checkpoint: Path, spec: TaskSpec, settings: EvaluationSettings, summary: pd.DataFrame,
+                       comparison: dict, dataset: Path) -> None:
+    """Render the fine-tuned FM checkpoint's ``README.md`` (model card) with this evaluation's metrics."""
+    from modeling_celltosg import CellTOSGConfig
+    from omnicelltosg.workflows.report import write_model_card
+
+    if not (checkpoint / "config.json").exists() or FM not in set(summary["model"]):
+        return
+    info = json.loads((dataset / "build_info.json").read_text())
+    run_file = checkpoint / "evaluation_run.json"
+    run = json.loads(run_file.read_text()) if run_file.exists() else {"variant": "?", "seed": "?"}
+    row = summary.set_index("model").loc[FM]
+    metrics = {f"test {k} (mean ± sd, {int(row['n_runs'])} runs)": f"{row[k + '_mean']:.3f} ± {row[k + '_sd']:.3f}"
+               for k in ("macro_f1", "accuracy", "balanced_accuracy", "auroc")}
+    if comparison.get("best_other"):
+        metrics[f"best other model ({comparison['best_other']}) test macro-F1"] = comparison["best_other_macro_f1_mean"]
+    write_model_card(checkpoint, name=f"fine-tuned: {spec.name}", config=CellTOSGConfig.from_pretrained(checkpoint),
+                     pretraining=settings.pretraining,
+                     dataset={"entity_version": info["entity_version"], "n_transcripts": info["n_transcripts"],
+                              "n_proteins": info["n_proteins"], "n_ppi_edges": info["n_ppi_edges"]},
+                     training_data=f"`{json.dumps(spec.conditions)}` → `{spec.label_column or spec.task}`; split "
+                                   f"variants {spec.split_variants}; this checkpoint: split {run['variant']}, "
+                                   f"seed {run['seed']}",
+                     metrics=metrics)
+
+
+def _check_resume(out: Path, spec: TaskSpec, settings: EvaluationSettings, dataset: Path) -> None:
+    """Record what this folder's runs were made with (``run_config.json``); refuse to add runs made
+    with other settings, cohort or dataset to it (the results would mix incomparable runs)."""
+    info = json.loads((dataset / "build_info.json").read_text()) if (dataset / "build_info.json").exists() else {}
+    current = {"settings": settings.to_dict(), "conditions": spec.conditions, "task": spec.task,
+               "label_column": spec.label_column, "split_variants": spec.split_variants,
+               "cohort_kwargs": spec.cohort_kwargs, "dataset": str(dataset.resolve()),
+               "entity_version": info.get("entity_version")}
+    current = json.loads(json.dumps(current, default=str))
+    path = out / "run_config.json"
+    if path.exists():
+        previous = json.loads(path.read_text())
+        if previous != current:
+            changed = sorted(k for k in current if previous.get(k) != current[k])
+            raise ValueError(f"{out} holds runs made with different {changed}; use another --out, or the same "
+                             f"settings to resume ({path}).")
+        return
+    atomic_write_text(path, json.dumps(current, indent=1))
+
+
+def summarize(results: pd.DataFrame) -> pd.DataFrame:
+    """Mean and sd over runs of each test metric, per model (sorted by mean macro-F1, best first)."""
+    metrics = ["macro_f1", "accuracy", "balanced_accuracy", "auroc", "val_macro_f1"]
+    g = results.groupby("model")[metrics]
+    summary = g.mean().add_suffix("_mean").join(g.std(ddof=1).add_suffix("_sd")).join(g.size().rename("n_runs"))
+    return summary.sort_values("macro_f1_mean", ascending=False).reset_index()
+
+
+def compare_with_best(results: pd.DataFrame, predictions: dict) -> dict:
+    """CellTOSG-FM against the best other model by mean TEST macro-F1 (the hardest competitor, chosen
+    after the fact on purpose: a conservative comparison for the FM), on the runs both completed."""
+    if FM not in set(results["model"]):
+        return {}
+    means = results.groupby("model")["macro_f1"].mean()
+    others = means.drop(FM)
+    if others.empty:
+        return {}
+    best = str(others.idxmax())
+    fm = results[results["model"] == FM].set_index(["variant", "seed"])["macro_f1"]
+    ot = results[results["model"] == best].set_index(["variant", "seed"])["macro_f1"]
+    common = fm.index.intersection(ot.index)
+    runs = [(predictions[(FM, v, s)]["truth"], predictions[(FM, v, s)]["pred"], predictions[(best, v, s)]["pred"])
+            for v, s in common if (FM, v, s) in predictions and (best, v, s) in predictions]
+    return {"fm": FM, "best_other": best, "fm_macro_f1_mean": float(fm.mean()), "best_other_macro_f1_mean": float(ot.mean()),
+            "fm_wins": bool(fm.mean() > ot.mean()),
+            "paired_t_test": paired_test(fm.loc[common].to_numpy(), ot.loc[common].to_numpy()),
+            "bootstrap": bootstrap_difference(runs) if runs else None,
+            "ranking": [(str(k), float(val)) for k, val in means.sort_values(ascending=False).items()]}
+
+
+__all__ = ["EvaluationSettings", "run_evaluation", "summarize", "compare_with_best", "cell_embeddings"]
