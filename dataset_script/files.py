@@ -10,18 +10,18 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 
-def _temporary_sibling(path: Path) -> Path:
-    """`.<name>.tmp-<pid>-<random><suffix>` next to `path`; the suffix is kept so writers that pick a
-    format by extension (matplotlib, numpy `.npz`, AnnData `.h5ad`) still do."""
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.tmp-{os.getpid()}-", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    return Path(name)
+def _temporary_sibling(path: Path, kind: str = "tmp") -> Path:
+    """`.<name>.<kind>-<pid>-<random><suffix>` next to `path` (not created). The suffix is kept so writers
+    that pick a format by extension (matplotlib, numpy `.npz`, AnnData `.h5ad`) still do. Not made with
+    `tempfile.mkstemp`/`mkdtemp`: those create mode 0600/0700, and what we write must get the user's
+    usual permissions (umask), like any file they write."""
+    return path.with_name(f".{path.name}.{kind}-{os.getpid()}-{secrets.token_hex(4)}{path.suffix}")
 
 
 @contextlib.contextmanager
@@ -77,14 +77,15 @@ def atomic_directory(path: str | os.PathLike, *, replace: bool = True) -> Iterat
     if not replace and path.exists():
         raise FileExistsError(f"{path} exists; refusing to replace it.")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-{os.getpid()}-", dir=path.parent))
+    tmp = _temporary_sibling(path)
+    tmp.mkdir()
     try:
         yield tmp
         if path.exists():
             if not replace:
                 raise FileExistsError(f"{path} appeared while it was being written; refusing to replace it.")
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-{os.getpid()}-", dir=path.parent))
-            os.replace(path, old / path.name)
+            old = _temporary_sibling(path, "old")
+            os.replace(path, old)
             os.replace(tmp, path)
             shutil.rmtree(old, ignore_errors=True)
         else:

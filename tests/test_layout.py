@@ -105,7 +105,7 @@ def _code_lines(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
     return lines
 
 
-@pytest.mark.parametrize("package", PACKAGES)
+@pytest.mark.parametrize("package", [*PACKAGES, "benchmarks"])
 def test_file_and_function_sizes(package):
     too_long_files, too_long_functions = [], []
     for path in sorted((ROOT / package).rglob("*.py")):
