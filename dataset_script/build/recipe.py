@@ -158,6 +158,14 @@ class CellTypeAnnotation(_Section):
         return self
 
 
+def _only_known(mapping: dict, known, what: str, accepted: str) -> dict:
+    """`mapping` unchanged if all its keys are in `known`, else `ValueError` naming the others."""
+    bad = sorted(set(mapping) - set(known))
+    if bad:
+        raise ValueError(f"{what} {bad}; {accepted}: {list(known)}")
+    return mapping
+
+
 class DatasetEntry(_Section):
     """One input file of ``datasets:`` and how its metadata maps onto the schema (:func:`dataset_script.build.ingest.read_dataset`)."""
 
@@ -200,18 +208,12 @@ class DatasetEntry(_Section):
     @field_validator("columns")
     @classmethod
     def _mappable(cls, columns: dict) -> dict:
-        bad = sorted(set(columns) - set(MAPPABLE_COLUMNS))
-        if bad:
-            raise ValueError(f"maps unknown schema columns {bad}; mappable: {list(MAPPABLE_COLUMNS)}")
-        return columns
+        return _only_known(columns, MAPPABLE_COLUMNS, "maps unknown schema columns", "mappable")
 
     @field_validator("constants")
     @classmethod
     def _settable(cls, constants: dict) -> dict:
-        bad = sorted(set(constants) - set(CONSTANT_COLUMNS))
-        if bad:
-            raise ValueError(f"sets unknown constants {bad}; allowed: {list(CONSTANT_COLUMNS)}")
-        return constants
+        return _only_known(constants, CONSTANT_COLUMNS, "sets unknown constants", "allowed")
 
     @model_validator(mode="after")
     def _consistent(self) -> DatasetEntry:
