@@ -1,5 +1,11 @@
 """Benchmark: time and peak memory of signaling inference, and how they grow with the number of meta-cells.
 
+Three modes, measured in the same run: ``evidence_network`` (the default method of issue 19: pseudobulk
+DESeq2 evidence, gradient attributions of the classifier on a stratified subsample with their permutation
+null, PCST + random walk with the rewired-network null, edge occlusion — the tool calls of
+``omnicelltosg signaling``), and the two paper-pipeline modes below (the baseline of the ratio is
+``streamed``, what the paper method costs).
+
 Input: the real entity graph of a built dataset (``--dataset``) and its real Kang meta-cells, resampled
 with replacement to M ∈ ``--sizes`` meta-cells (half stim, half control), and a CellTOSG-FM classifier
 of the default size (``CellTOSGConfig()``: GAT, hidden 16, 2 PPI layers, 2 heads) with random weights, and
@@ -33,6 +39,42 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
+def _evidence_network_pipeline(model, graph, symbols, x, mask, groups, counts, donors):
+    """The default method's tool calls on in-memory inputs (as ``run_signaling`` makes them)."""
+    import numpy as np
+    import pandas as pd
+
+    from omnicelltosg.tools import attribution as attr
+    from omnicelltosg.tools.differential import differential_evidence
+    from omnicelltosg.tools.evidence_network import PPINetwork, infer_evidence_network
+    from omnicelltosg.workflows.signaling import ATTRIBUTION_METHOD, attribution_rows
+
+    measured = np.flatnonzero(mask.numpy().any(0))
+    tsym = symbols[:graph.num_transcripts][measured]
+    samples = pd.DataFrame({"donor_id": donors, "condition": groups})
+    evidence, _ = differential_evidence(counts=counts[:, measured], log_expression=x.numpy()[:, measured],
+                                        samples=samples, symbols=tsym, group_column="condition", case="stim",
+                                        control="control", donor_column="donor_id", counts_available=True)
+    psym = symbols[graph.num_transcripts:]
+    pairs = graph.ppi_edge_index.numpy().T - graph.num_transcripts
+    ppi = PPINetwork.from_pairs(tsym, [(psym[a], psym[b]) for a, b in pairs])
+    rows = attribution_rows(groups, donors, seed=0)
+    per_cell = attr.expression_attributions(model, x[rows], mask[rows], graph, case_index=1, control_index=0,
+                                            method=ATTRIBUTION_METHOD)[:, measured]
+    res = attr.attribution_contrast(per_cell, groups[rows], case="stim", control="control", strata=donors[rows])
+    att = pd.DataFrame({"symbol": tsym, "z": res["z"], "p_value": res["p_value"]})
+    out = infer_evidence_network(evidence, ppi, case="stim", control="control", attribution=att)
+    index = {s: i + graph.num_transcripts for i, s in enumerate(psym)}
+    edge_pairs = np.array([[index[a], index[b]] for a, b in zip(out.edges["source"], out.edges["target"])])
+    if len(edge_pairs):
+        attr.edge_occlusion(model, x, mask, graph, edge_pairs, groups, case="stim", control="control", case_index=1,
+                            control_index=0)
+    return out
+
+
+MODES = ("evidence_network", "streamed", "per_cell")
+
+
 def child(dataset: str, m: int, seed: int, threads: int, mode: str) -> dict:
     import numpy as np
     import torch
@@ -58,11 +100,16 @@ def child(dataset: str, m: int, seed: int, threads: int, mode: str) -> dict:
     rows = np.concatenate([rng.choice(np.flatnonzero(groups_all == g), m // 2 + (m % 2) * (g == "stim"))
                            for g in ("stim", "control")])
     x, mask, groups = x_all[rows], m_all[rows], groups_all[rows]
-    config = CellTOSGConfig.for_graph(graph, num_labels=2)  # the default (demo-sized) model
+    donors = np.asarray(cohort.cells["donor_id"]).astype(str)[rows]
+    counts = _counts(cohort)[rows]
+    config = CellTOSGConfig.for_graph(graph, num_labels=2, id2label={0: "control", 1: "stim"},
+                                      label2id={"control": 0, "stim": 1})  # the default (demo-sized) model
     model = CellTOSGForCellClassification(config).eval()
     symbols = entities["symbol"].to_numpy()[graph.num_transcripts:]
 
-    def pipeline(xx, mm, gg):
+    def pipeline(xx, mm, gg, cc=None, dd=None):
+        if mode == "evidence_network":
+            return _evidence_network_pipeline(model, graph, entities["symbol"].astype(str).to_numpy(), xx, mm, gg, cc, dd)
         if mode == "streamed":
             pairs, weights, _ = group_edge_attention(model, xx, mm, graph, gg)
         else:
@@ -72,14 +119,30 @@ def child(dataset: str, m: int, seed: int, threads: int, mode: str) -> dict:
                                num_transcripts=graph.num_transcripts)  # default top_k / min_leaves / FDR
 
     warm = np.concatenate([np.flatnonzero(groups == "stim")[:8], np.flatnonzero(groups == "control")[:8]])
-    pipeline(x[warm], mask[warm], groups[warm])
+    if mode != "evidence_network":  # the default method's warm-up is its first (small) DESeq2 fit below
+        pipeline(x[warm], mask[warm], groups[warm])
     before = rss_bytes()
     reset_hwm()
     t0 = time.perf_counter()
-    res = pipeline(x, mask, groups)
+    res = pipeline(x, mask, groups, counts, donors)
     seconds = time.perf_counter() - t0
+    core = res.network if mode == "evidence_network" else res.core
     return {"mode": mode, "metacells": m, "seconds": seconds, "peak_mib": (hwm_bytes() - before) / 2**20,
-            "core_nodes": res.core.number_of_nodes(), "pairs": int(len(res.edges))}
+            "core_nodes": core.number_of_nodes(), "pairs": int(len(res.edges))}
+
+
+def _counts(cohort):
+    """Raw counts ``[M, Nt]`` (CSR) of the cohort's meta-cells."""
+    import numpy as np
+    import scipy.sparse as sp
+
+    cols = cohort.cells.select_columns(["expression_indices", "expression_values"]).with_format("numpy")
+    indptr, idx, val = [0], [], []
+    for row in cols:
+        idx.append(row["expression_indices"])
+        val.append(row["expression_values"])
+        indptr.append(indptr[-1] + len(row["expression_indices"]))
+    return sp.csr_matrix((np.concatenate(val), np.concatenate(idx), indptr), shape=(len(indptr) - 1, cohort.num_transcripts))
 
 
 def main() -> None:
@@ -89,14 +152,15 @@ def main() -> None:
         return
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--dataset", default="runs/demo/dataset")
-    ap.add_argument("--sizes", type=int, nargs="+", default=[250, 500, 1000, 2000])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[250, 1000])
+    ap.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0", OMP_WAIT_POLICY="PASSIVE")
     rows = []
-    for m, mode in [(m, mode) for m in args.sizes for mode in ("streamed", "per_cell")]:
+    for m, mode in [(m, mode) for m in args.sizes for mode in args.modes]:
         spec = {"dataset": str(Path(args.dataset).resolve()), "m": m, "seed": args.seed, "threads": args.threads,
                 "mode": mode}
         proc = subprocess.run([sys.executable, __file__, "--_child", json.dumps(spec)], capture_output=True, text=True,
@@ -111,19 +175,24 @@ def main() -> None:
     import math
 
     growth, ratios = {}, []
-    for mode in ("streamed", "per_cell"):
+    for mode in args.modes:
         mine = [r for r in rows if r["mode"] == mode]
         a, b = mine[0], mine[-1]
+        if a is b:
+            continue
         growth[mode] = {k: math.log(b[k] / a[k]) / math.log(b["metacells"] / a["metacells"])
                         for k in ("seconds", "peak_mib")}
         print(f"{mode}: growth exponent (log-log slope, M={a['metacells']}→{b['metacells']}): "
               f"time {growth[mode]['seconds']:.2f}, memory {growth[mode]['peak_mib']:.2f}")
     for m in args.sizes:
-        s, p = (next(r for r in rows if r["metacells"] == m and r["mode"] == mode) for mode in ("streamed", "per_cell"))
-        ratios.append({"metacells": m, "time_ratio": s["seconds"] / p["seconds"],
-                       "memory_ratio": s["peak_mib"] / p["peak_mib"]})
-        print(f"M={m:5d}: streamed / per-cell: time {ratios[-1]['time_ratio']:.2f}, "
-              f"peak memory {ratios[-1]['memory_ratio']:.3f}")
+        found = {r["mode"]: r for r in rows if r["metacells"] == m}
+        for new, base in (("evidence_network", "streamed"), ("streamed", "per_cell")):
+            if new in found and base in found:
+                ratios.append({"metacells": m, "mode": new, "baseline": base,
+                               "time_ratio": found[new]["seconds"] / found[base]["seconds"],
+                               "memory_ratio": found[new]["peak_mib"] / found[base]["peak_mib"]})
+                print(f"M={m:5d}: {new} / {base}: time {ratios[-1]['time_ratio']:.2f}, "
+                      f"peak memory {ratios[-1]['memory_ratio']:.3f}")
     if args.json:
         args.json.write_text(json.dumps({"rows": rows, "growth_exponent": growth, "ratios": ratios,
                                          "threads": args.threads, "date": time.strftime("%Y-%m-%d %H:%M:%S")},

@@ -15,6 +15,7 @@ from transformers import (
 
 from .configuration_celltosg import CellTOSGConfig
 from .gat_conv import SharedGATConv
+from .gatv2_conv import SharedGATv2Conv
 from .gcn_conv import SharedGCNConv
 from .layers import build_shared_conv
 from .modeling_celltosg import (
@@ -54,6 +55,7 @@ __all__ = [
     "ppi_directed",
     "SharedGCNConv",
     "SharedGATConv",
+    "SharedGATv2Conv",
     "SharedTransformerConv",
     "build_shared_conv",
     "protein_log_degree",

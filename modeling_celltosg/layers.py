@@ -1,6 +1,6 @@
-"""The shared-topology layer of the CellTOSG-FM encoder: one GCN, GAT or Transformer convolution applied to
-every cell of a batch over one edge index (`gcn_conv`, `gat_conv`, `transformer_conv`), with a residual
-connection and LayerNorm."""
+"""The shared-topology layer of the CellTOSG-FM encoder: one GCN, GAT, GATv2 or Transformer convolution applied
+to every cell of a batch over one edge index (`gcn_conv`, `gat_conv`, `gatv2_conv`, `transformer_conv`), with a
+residual connection and LayerNorm."""
 
 from __future__ import annotations
 
@@ -8,17 +8,20 @@ from torch import Tensor, nn
 
 from .configuration_celltosg import LAYER_TYPES, CellTOSGConfig
 from .gat_conv import SharedGATConv
+from .gatv2_conv import SharedGATv2Conv
 from .gcn_conv import SharedGCNConv
 from .transformer_conv import SharedTransformerConv
 
 
 def build_shared_conv(layer_type: str, channels: int, heads: int, dropout: float) -> nn.Module:
-    """A `channels → channels` shared-topology layer of `layer_type` (`gcn`, `gat`, `transformer`);
+    """A `channels → channels` shared-topology layer of `layer_type` (`gcn`, `gat`, `gatv2`, `transformer`);
     attention layers use `heads` heads of width `channels // heads`, concatenated."""
     if layer_type == "gcn":
         return SharedGCNConv(channels, channels)
     if layer_type == "gat":
         return SharedGATConv(channels, channels // heads, heads=heads, dropout=dropout)
+    if layer_type == "gatv2":
+        return SharedGATv2Conv(channels, channels // heads, heads=heads, dropout=dropout)
     if layer_type == "transformer":
         return SharedTransformerConv(channels, channels // heads, heads=heads, dropout=dropout)
     raise ValueError(f"Unknown layer_type {layer_type!r}; accepted values: {list(LAYER_TYPES)}.")

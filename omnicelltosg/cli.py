@@ -1,6 +1,6 @@
 """``omnicelltosg`` command line: ``build`` a dataset from a recipe, run the end-to-end ``demo``, ``pretrain``
 one model (Accelerate), run the masked-edge ``pretrain-sweep``, ``evaluate`` every model on the same splits,
-run the ``signaling`` analysis of a fine-tuned model."""
+run the ``signaling`` analysis of a fine-tuned model, ``predict`` labels and embeddings of a user's AnnData."""
 
 from __future__ import annotations
 
@@ -47,6 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--data", type=Path, default=Path("../shared/data"), help="shared data folder")
     a.add_argument("--out", type=Path, default=Path("runs/annotate"))
     _add_signaling(sub)
+    _add_predict(sub)
     return p
 
 
@@ -69,6 +70,7 @@ def _add_pretrain_sweep(sub) -> None:
 def _add_evaluate(sub) -> None:
     from omnicelltosg.tasks import TASKS
     from omnicelltosg.train.arguments import FinetuningArguments, PretrainingArguments
+    from omnicelltosg.workflows.evaluate import LEARNING_RATE_GRID
 
     e = sub.add_parser("evaluate", help="every model on the same donor-level splits, seeds, statistics, figures, report")
     e.add_argument("--dataset", type=Path, required=True, help="dataset folder (omnicelltosg build output)")
@@ -80,30 +82,100 @@ def _add_evaluate(sub) -> None:
     e.add_argument("--seeds", type=int, nargs="+", help="model seeds per split variant (default: the spec's, 0 1 2)")
     e.add_argument("--models", nargs="+", help="subset of models (default: all)")
     e.add_argument("--epochs", type=int,
-                   help=f"fine-tuning epochs of the graph models (default {FinetuningArguments().epochs})")
-    e.add_argument("--lr-grid", type=float, nargs="+", help="learning rates tried for graph models (chosen on validation)")
+                   help=f"epoch cap of the graph models and the MLP (default {FinetuningArguments().epochs}; early "
+                        f"stopping after {FinetuningArguments().early_stopping_patience} epochs without improvement)")
+    e.add_argument("--lr-grid", type=float, nargs="+",
+                   help=f"learning rates tried for the graph models and the MLP, chosen on validation "
+                        f"(default {' '.join(map(str, LEARNING_RATE_GRID))})")
     e.add_argument("--pretrain-steps", type=int, help=f"pretraining steps per split (default {PretrainingArguments().steps})")
 
 
 def _add_signaling(sub) -> None:
+    from omnicelltosg.tools.evidence_network import DIRECTION, DIRECTIONS
     from omnicelltosg.tools.signaling import FDR_THRESHOLD, MIN_LEAVES, TOP_K
+    from omnicelltosg.workflows.signaling import CLASSIFIER_EPOCHS, DEFAULT_METHOD, KNOWN_BIOLOGY, METHODS
 
-    g = sub.add_parser("signaling", help="key proteins and interactions behind a condition: attention, statistics, "
-                                         "network, GO enrichment, attention-free control")
+    g = sub.add_parser("signaling", help="key proteins and interactions behind a condition: pseudobulk evidence + "
+                                         "model attributions → PPI network (default), the paper method (reproduction), "
+                                         "baselines, validation against GO terms, per cell type")
     g.add_argument("--dataset", type=Path, required=True, help="dataset folder (omnicelltosg build output)")
-    g.add_argument("--model", type=Path, required=True, help="fine-tuned CellTOSGForCellClassification folder")
+    model = g.add_mutually_exclusive_group()
+    model.add_argument("--model", type=Path, help="fine-tuned CellTOSGForCellClassification folder (labels case/control)")
+    model.add_argument("--finetune-epochs", type=int, nargs="?", const=CLASSIFIER_EPOCHS,
+                       help=f"no model: fine-tune a small condition classifier into OUT/classifier first "
+                            f"(default {CLASSIFIER_EPOCHS} epochs); without --model or this, evidence only")
     g.add_argument("--conditions", type=json.loads, required=True, help='cohort query as JSON, e.g. \'{"dataset_id": "kang2018_muscat"}\'')
     g.add_argument("--group-column", default="condition", help="metadata column holding case and control")
     g.add_argument("--case", required=True)
     g.add_argument("--control", required=True)
+    g.add_argument("--method", choices=METHODS, default=DEFAULT_METHOD,
+                   help=f"primary method (default {DEFAULT_METHOD}; 'paper' = the reproduction)")
+    g.add_argument("--known-biology", choices=sorted(KNOWN_BIOLOGY), help="named GO gene sets to validate against")
+    g.add_argument("--go", nargs="+", help="GO term IDs to validate against (instead of --known-biology)")
+    g.add_argument("--direction", choices=DIRECTIONS, default=DIRECTION, help=f"ranking direction (default {DIRECTION})")
     g.add_argument("--knowledge", type=Path, default=Path("../shared/data/knowledge"), help="folder with the GO tables")
-    g.add_argument("--top-k", type=int, default=TOP_K, help=f"proteins seeding the subgraph (default {TOP_K})")
+    g.add_argument("--top-k", type=int, default=TOP_K, help=f"paper method: proteins seeding the subgraph (default {TOP_K})")
     g.add_argument("--min-leaves", type=int, default=MIN_LEAVES,
-                   help=f"leaves kept per hub by star-leaf pruning (default {MIN_LEAVES})")
+                   help=f"paper method: leaves kept per hub by star-leaf pruning (default {MIN_LEAVES})")
     g.add_argument("--fdr", type=float, default=FDR_THRESHOLD,
-                   help=f"FDR threshold for 'significant' (default {FDR_THRESHOLD})")
+                   help=f"paper method: FDR threshold for 'significant' (default {FDR_THRESHOLD})")
+    g.add_argument("--seed", type=int, default=0)
     g.add_argument("--title", help="figure / report title")
     g.add_argument("--out", type=Path, default=Path("runs/signaling"))
+
+
+def _signaling(args) -> None:
+    from omnicelltosg.workflows.signaling import finetune_condition_classifier, run_signaling
+
+    model = args.model
+    if model is None and args.finetune_epochs is not None:
+        model = finetune_condition_classifier(args.dataset, args.out / "classifier", conditions=args.conditions,
+                                              group_column=args.group_column, case=args.case, control=args.control,
+                                              epochs=args.finetune_epochs, seed=args.seed)
+    summary = run_signaling(args.dataset, model, args.out, conditions=args.conditions, group_column=args.group_column,
+                            case=args.case, control=args.control, knowledge_dir=args.knowledge, method=args.method,
+                            known_biology=args.known_biology, go_ids=args.go, direction=args.direction,
+                            top_k=args.top_k, min_leaves=args.min_leaves, fdr_threshold=args.fdr, title=args.title,
+                            seed=args.seed)
+    print(f"{args.out / 'report.md'}: network {len(summary['network']['genes'])} genes; evidence "
+          f"{summary['evidence']['level']}")
+    for row in summary["validation"]:
+        print(f"  {row['method']:22s} AUPRC {row['auprc']:.3f}  P@50 {row.get('precision_at_50', float('nan')):.2f}")
+
+
+# --- predict: labels and embeddings of a scientist's own AnnData (omnicelltosg.tools.predict) ---
+def _add_predict(sub) -> None:
+    from dataset_script.build.knowledge import GENE_ID_TYPES
+
+    r = sub.add_parser("predict", help="cell labels, probabilities and embeddings of your own .h5ad with a fine-tuned "
+                                       "model (no dataset build)")
+    r.add_argument("input", type=Path, help=".h5ad (or a 10x folder / CSV table); gene symbols or Ensembl IDs; "
+                                            "raw counts or log-normalised values")
+    r.add_argument("--model", type=Path, required=True, help="fine-tuned CellTOSGForCellClassification folder")
+    r.add_argument("--graph", type=Path, required=True, help="the dataset folder the model was trained with "
+                                                             "(entity graph and text priors)")
+    r.add_argument("--out", type=Path, required=True, help="annotated .h5ad to write (and <stem>.genes.tsv beside it)")
+    r.add_argument("--data", type=Path, default=Path("../shared/data"), help="shared data folder (gene table)")
+    r.add_argument("--gene-id-type", choices=GENE_ID_TYPES, default="auto", help="gene identifiers (default auto)")
+    matrix = r.add_mutually_exclusive_group()
+    matrix.add_argument("--use-raw", action="store_true", default=None, help="read .raw instead of .X")
+    matrix.add_argument("--layer", help="read this layer instead of .X")
+    r.add_argument("--batch-size", type=int, default=256, help="cells per forward pass")
+    r.add_argument("--device", default="cpu")
+
+
+def _predict(args) -> None:
+    from omnicelltosg.tools.predict import LABEL_KEY, UNS_KEY, predict_adata
+
+    adata = predict_adata(args.input, args.model, args.graph, data_dir=args.data, gene_id_type=args.gene_id_type,
+                          use_raw=args.use_raw, layer=args.layer, batch_size=args.batch_size, device=args.device,
+                          out=args.out)
+    g = adata.uns[UNS_KEY]["gene_mapping"]
+    print(f"{args.out}: {adata.n_obs} cells; genes: {g['n_mapped']} of {g['n_input_genes']} mapped onto the graph "
+          f"({g['n_not_in_graph']} not in it, {g['n_unmapped']} unknown, {g['n_ambiguous']} ambiguous); "
+          f"{g['n_transcripts_measured']} of the model's {g['n_transcripts_model']} transcripts measured; "
+          f"per-gene table {args.out.with_name(args.out.stem + '.genes.tsv')}")
+    print(adata.obs[LABEL_KEY].value_counts().to_string())
 
 
 def _overrides(**values) -> dict:
@@ -127,7 +199,7 @@ def _evaluate(args) -> None:
     settings = dataclasses.replace(
         settings, pretraining=settings.pretraining.with_overrides(**_overrides(steps=args.pretrain_steps)),
         finetuning=settings.finetuning.with_overrides(**_overrides(epochs=args.epochs)),
-        learning_rates=tuple(args.lr_grid) if args.lr_grid else None)
+        learning_rates=tuple(args.lr_grid) if args.lr_grid else settings.learning_rates)
     for spec in specs:
         if args.seeds:
             spec.seeds = args.seeds
@@ -158,14 +230,9 @@ def main(argv: list[str] | None = None) -> int:
 
             run_demo(args.data, args.out, recipe=args.recipe, seed=args.seed, rebuild=args.rebuild)
         elif args.command == "signaling":
-            from omnicelltosg.workflows.signaling import run_signaling
-
-            summary = run_signaling(args.dataset, args.model, args.out, conditions=args.conditions,
-                                    group_column=args.group_column, case=args.case, control=args.control,
-                                    knowledge_dir=args.knowledge, top_k=args.top_k, min_leaves=args.min_leaves,
-                                    fdr_threshold=args.fdr, title=args.title)
-            print(f"{args.out / 'report.md'}: core {summary['model']['core_nodes']} genes (control "
-                  f"{summary['uniform_control']['core_nodes']}), Jaccard {summary['comparison']['core_jaccard']:.2f}")
+            _signaling(args)
+        elif args.command == "predict":
+            _predict(args)
         elif args.command == "evaluate":
             _evaluate(args)
         elif args.command == "evaluation-table":
@@ -195,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
                 steps=args.steps, batch_size=args.batch_size, negatives=args.negatives, seed=args.seed))
             run_sweep(args.dataset, args.out, ratios=args.ratios, pretraining=pretraining)
             print((args.out / "pretraining_sweep.md").read_text())
-    except (FileNotFoundError, FileExistsError, ValueError, KeyError) as err:
+    except (OSError, ValueError, KeyError) as err:  # OSError: missing, existing or unreadable files
         print(f"omnicelltosg {args.command}: error: {err}", file=sys.stderr)
         return 2
     return 0

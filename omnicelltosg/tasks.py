@@ -18,16 +18,32 @@ from dataclasses import dataclass, field, fields
 
 from omnicelltosg.evaluation.baselines import EXPRESSION_BASELINES
 
-#: Graph models of the evaluation (paper §2.4): message-passing layer, where node identity comes from
-#: (``CellTOSGConfig.prior_source``) and whether the encoder is pretrained by PPI edge masking first.
+#: Graph models of the evaluation (paper §2.4): the architecture variant (`modeling_celltosg.ARCHITECTURES`:
+#: "v2" = CellTOSG-FM now, "v1" = the paper-style design first shipped), message-passing layer, where node
+#: identity comes from (``CellTOSGConfig.prior_source``), whether the encoder is pretrained by PPI edge
+#: masking first, and ``head``: CellTOSGConfig classifier fields (the wide/deep switches of the ablations).
 GRAPH_MODELS = {
-    "celltosg_fm": {"layer_type": "gat", "prior_source": "text", "pretrained": True},
-    "celltosg_scratch": {"layer_type": "gat", "prior_source": "text", "pretrained": False},
-    "celltosg_no_priors": {"layer_type": "gat", "prior_source": "learned", "pretrained": True},
-    "gcn": {"layer_type": "gcn", "prior_source": "learned", "pretrained": False},
-    "gat": {"layer_type": "gat", "prior_source": "learned", "pretrained": False},
-    "unimp": {"layer_type": "transformer", "prior_source": "learned", "pretrained": False},
+    "celltosg_fm": {"architecture": "v2", "layer_type": "gat", "prior_source": "text", "pretrained": True},
+    # Ablations of CellTOSG-FM: no pretraining, no priors, the linear (wide) part alone, the graph part
+    # alone, and the v1 architecture (the paper's design).
+    "celltosg_scratch": {"architecture": "v2", "layer_type": "gat", "prior_source": "text", "pretrained": False},
+    "celltosg_no_priors": {"architecture": "v2", "layer_type": "gat", "prior_source": "learned", "pretrained": True},
+    "celltosg_wide_only": {"architecture": "v2", "layer_type": "gat", "prior_source": "text", "pretrained": False,
+                           "head": {"deep_path": False}},
+    "celltosg_deep_only": {"architecture": "v2", "layer_type": "gat", "prior_source": "text", "pretrained": True,
+                           "head": {"wide_path": False}},
+    "celltosg_v1": {"architecture": "v1", "layer_type": "gat", "prior_source": "text", "pretrained": True},
+    # Plain GNN baselines: the v1 encoder with a learned node embedding instead of priors, no pretraining.
+    "gcn": {"architecture": "v1", "layer_type": "gcn", "prior_source": "learned", "pretrained": False},
+    "gat": {"architecture": "v1", "layer_type": "gat", "prior_source": "learned", "pretrained": False},
+    "unimp": {"architecture": "v1", "layer_type": "transformer", "prior_source": "learned", "pretrained": False},
 }
+#: The ablation models of CellTOSG-FM (the ablation table), with what each removes.
+ABLATIONS = {"celltosg_wide_only": "graph part (wide/linear path only)",
+             "celltosg_deep_only": "linear path (graph part only)",
+             "celltosg_no_priors": "text priors (learned node embedding)",
+             "celltosg_scratch": "pretraining",
+             "celltosg_v1": "v2 architecture (the v1, paper-style design)"}
 #: Every model a task can run: the graph models, then the expression baselines.
 ALL_MODELS = [*GRAPH_MODELS, *EXPRESSION_BASELINES]
 #: The foundation model every other model is compared with.
@@ -158,4 +174,4 @@ def get_task(name: str) -> TaskSpec:
     return copy.deepcopy(TASKS[name])
 
 
-__all__ = ["TaskSpec", "TASKS", "get_task", "GRAPH_MODELS", "ALL_MODELS", "FM"]
+__all__ = ["TaskSpec", "TASKS", "get_task", "GRAPH_MODELS", "ABLATIONS", "ALL_MODELS", "FM"]

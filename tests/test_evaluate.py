@@ -67,8 +67,12 @@ def test_expression_baselines_select_on_validation_only():
                  .fit(x[splits["train"]], y[splits["train"]]).predict(x[splits["validation"]]), average="macro")
         for c in (1e-4, 1.0)))
     assert f1_score(y[splits["test"]], lr.test_pred, average="macro") > 0.9
-    net = mlp(x, y, splits, num_classes=3, epochs=8, alpha_grid=(1e-4,))
+    from omnicelltosg.train import FinetuningArguments
+
+    net = mlp(x, y, splits, num_classes=3, training=FinetuningArguments(epochs=8, early_stopping_patience=0),
+              learning_rates=(1e-3, 1e-2))
     assert net.best_epoch == int(np.argmax(net.curves["validation macro-F1"]))
+    assert net.hparams["lr"] in (1e-3, 1e-2) and net.hparams["epochs_run"] == 8
     assert net.test_proba.shape == (40, 3) and np.allclose(net.test_proba.sum(1), 1)
 
 
@@ -81,7 +85,7 @@ def test_evaluate_kang_condition_end_to_end(built, tmp_path):
     spec = get_task("kang_condition")
     spec.seeds, spec.models = [0], ["celltosg_fm", "gcn", "logistic_regression", "majority_class"]
     settings = EvaluationSettings(pretraining=PretrainingArguments(steps=2, eval_max_cells=16),
-                                  finetuning=FinetuningArguments(epochs=1), mlp_epochs=2)
+                                  finetuning=FinetuningArguments(epochs=1), learning_rates=(3e-3,))
     out = tmp_path / "kang"
     res = run_evaluation(demo_dataset, spec, out, settings=settings, log=lambda *_: None)
     results = res["results"]
@@ -156,11 +160,12 @@ def test_evaluation_settings_defaults_and_json():
     import json
 
     from omnicelltosg.train import FinetuningArguments, PretrainingArguments
-    from omnicelltosg.workflows.evaluate import EvaluationSettings
+    from omnicelltosg.workflows.evaluate import LEARNING_RATE_GRID, EvaluationSettings
 
     settings = EvaluationSettings()
     assert settings.pretraining == PretrainingArguments() and settings.finetuning == FinetuningArguments()
-    assert settings.learning_rate_grid() == (FinetuningArguments().learning_rate,)
+    assert settings.learning_rate_grid() == LEARNING_RATE_GRID and len(LEARNING_RATE_GRID) >= 2
+    assert EvaluationSettings(learning_rates=None).learning_rate_grid() == (FinetuningArguments().learning_rate,)
     assert EvaluationSettings(learning_rates=(1e-2, 3e-3)).learning_rate_grid() == (1e-2, 3e-3)
     as_dict = settings.to_dict()
     assert json.loads(json.dumps(as_dict)) == as_dict and as_dict["pretraining"]["steps"] == PretrainingArguments().steps
@@ -208,7 +213,7 @@ def test_sex_task_donor_level_with_leak_screen(built, tmp_path):
     from omnicelltosg.tasks import get_task
     from omnicelltosg.workflows.evaluate import EvaluationSettings, run_evaluation
 
-    settings = EvaluationSettings(mlp_epochs=2)
+    settings = EvaluationSettings()
     outs = {}
     for name in ("onek1k_sex", "onek1k_sex_metacell_split"):
         spec = get_task(name)

@@ -26,6 +26,7 @@ from modeling_celltosg import (
     sparse_functions,
 )
 from modeling_celltosg import topology as topology_module
+from modeling_celltosg.configuration_celltosg import ARCHITECTURES
 from omnicelltosg.evaluation.link_prediction import (
     sample_negative_edges,
     split_ppi_edges,
@@ -251,10 +252,11 @@ def test_kernel_row_parts_cover_all_rows_with_balanced_cost():
     assert cost[: degrees.size // 2].sum() / cost.sum() < 0.4
 
 
+@pytest.mark.parametrize("architecture", ["v1", "v2"])
 @pytest.mark.parametrize("layer_type", LAYER_TYPES)
-def test_messages_flow_from_transcript_to_protein(layer_type):
+def test_messages_flow_from_transcript_to_protein(layer_type, architecture):
     torch.manual_seed(0)
-    model = CellTOSGModel(toy_config(layer_type)).eval()
+    model = CellTOSGModel(toy_config(layer_type, **ARCHITECTURES[architecture])).eval()
     graph = toy_graph()
     x = torch.rand(2, 3)
     x_changed = x.clone()
@@ -265,8 +267,11 @@ def test_messages_flow_from_transcript_to_protein(layer_type):
     moved = (after - before).abs().amax(dim=(0, 2))  # per node
     assert moved[3] > 1e-4, "protein p3 must receive from its transcript t0"
     assert moved[4] > 1e-4, "p4 is a PPI neighbour of p3 and must see the change"
-    assert moved[5] == 0, "p5 has no path from t0 and must be unaffected"
-    assert moved[1] == 0 and moved[2] == 0, "other transcripts must not receive from t0"
+    assert moved[5] == 0 and moved[2] == 0, "p5 and t2 have no path from t0 and must be unaffected"
+    if architecture == "v1":  # transcript → protein only: no transcript ever receives a message
+        assert moved[1] == 0, "v1: other transcripts must not receive from t0"
+    else:  # protein → transcript feedback: t1 sees t0 through p3–p4
+        assert moved[1] > 1e-4, "v2: t1 must see t0's change through its protein's PPI partner"
 
 
 def test_unmeasured_uses_learned_embedding_not_zero():
@@ -437,8 +442,12 @@ def test_classifier_from_pretraining_checkpoint_reuses_encoder(tmp_path):
         torch.testing.assert_close(clf.celltosg.state_dict()[name], tensor, rtol=0, atol=0)
     out = clf(torch.rand(2, 3), toy_graph(), labels=torch.tensor([0, 2]))
     assert out.logits.shape == (2, 3) and out.pooling_weights.shape == (2, 6)
-    torch.testing.assert_close(out.pooling_weights.sum(-1), torch.ones(2))
+    assert clf.config.readout == "gene_wise" and (out.pooling_weights >= 0).all()  # per-node norms
     assert torch.isfinite(out.loss)
+    # an attention readout's weights are a distribution over the nodes
+    pooled = AutoModelForSequenceClassification.from_pretrained(tmp_path, num_labels=3, readout="multi_query")
+    weights = pooled(torch.rand(2, 3), toy_graph()).pooling_weights
+    torch.testing.assert_close(weights.sum(-1), torch.ones(2))
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -254,8 +254,8 @@ def test_go_enrichment_matches_scipy_hypergeometric():
 
 
 def test_signaling_command_on_real_kang(built, tmp_path, data_dir):
-    """End to end on the real Kang meta-cells with a (briefly) fine-tuned model: both analyses written,
-    the control differs from the model only through the weights, and the core obeys the pruning rules."""
+    """End to end on the real Kang meta-cells with a (briefly) fine-tuned model: the default method, the
+    paper reproduction and the attention-free control written; validation rows for every ranking."""
     import json
 
     import networkx as nx
@@ -270,7 +270,9 @@ def test_signaling_command_on_real_kang(built, tmp_path, data_dir):
                          validation_by="meta-cell", test_donors=["kang2018_muscat:101"])
     graph = cohort.graph()
     x, m, y = cohort.tensors()
-    config = CellTOSGConfig.for_graph(graph, hidden_size=8, num_layers=1, num_labels=2)
+    names = list(cohort.label_names)
+    config = CellTOSGConfig.for_graph(graph, hidden_size=8, num_layers=1, num_labels=2,
+                                      id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)})
     model = CellTOSGForCellClassification(config)
     finetune(model, x, m, y, graph, train_idx=cohort.splits["train"], val_idx=cohort.splits["validation"],
              test_idx=cohort.splits["test"], epochs=1)
@@ -278,16 +280,22 @@ def test_signaling_command_on_real_kang(built, tmp_path, data_dir):
     out = tmp_path / "signaling"
     summary = run_signaling(dataset, tmp_path / "model", out, conditions={"dataset_id": "kang2018_muscat"},
                             group_column="condition", case="stim", control="control",
-                            knowledge_dir=data_dir / "knowledge", top_k=60, min_leaves=2)
-    for kind in ("model", "uniform_control"):
-        for name in ("signaling_nodes.csv", "signaling_edges.csv", "signaling_core.graphml", "signaling_network.png",
-                     "go_enrichment.csv"):
-            assert (out / kind / name).exists(), (kind, name)
-        core = nx.read_graphml(out / kind / "signaling_core.graphml")
-        assert core.number_of_nodes() == summary[kind]["core_nodes"] and nx.is_connected(core)
-    assert json.loads((out / "summary.json").read_text())["comparison"]["core_jaccard"] == summary["comparison"]["core_jaccard"]
+                            knowledge_dir=data_dir / "knowledge", known_biology="type_i_interferon", top_k=60)
+    for name in ("signaling_nodes.csv", "signaling_edges.csv", "signaling_network.graphml", "signaling_network.png",
+                 "signaling_network.html", "gene_ranking.csv", "go_enrichment.csv"):
+        assert (out / "evidence_network" / name).exists(), name
+    for kind in ("paper", "uniform_control"):
+        assert (out / kind / "signaling_network.png").exists() and (out / kind / "go_enrichment.csv").exists()
+    network = nx.read_graphml(out / "evidence_network" / "signaling_network.graphml")
+    assert network.number_of_nodes() == len(summary["network"]["genes"]) and nx.is_connected(network)
+    methods = {r["method"] for r in summary["validation"]}
+    assert methods == {"evidence_network", "evidence_only", "attribution_only", "rwr_propagation",
+                       "fold_change_baseline", "paper", "uniform_control"}
+    assert all(0 <= r["auprc"] <= 1 for r in summary["validation"])
+    assert summary["evidence"]["level"] == "pseudobulk_deseq2"  # counts and two donors per group
+    assert json.loads((out / "summary.json").read_text())["network"] == summary["network"]
     report = (out / "report.md").read_text()
-    assert "Attention-free control" in report and "GO term" in report
+    assert "REPRODUCTION" in report and "What the model adds" in report and "AUPRC" in report
     with pytest.raises(ValueError, match="available"):
         run_signaling(dataset, tmp_path / "model", tmp_path / "x", conditions={"dataset_id": "kang2018_muscat"},
                       group_column="condition", case="IFN", control="control", knowledge_dir=data_dir / "knowledge")
@@ -302,9 +310,14 @@ def test_signaling_defaults_are_one_constant_in_every_door():
     from omnicelltosg.workflows import demo
     from omnicelltosg.workflows.signaling import run_signaling
 
+    from omnicelltosg.tools.evidence_network import DIRECTION
+    from omnicelltosg.workflows.signaling import DEFAULT_METHOD
+
     args = _parser().parse_args(["signaling", "--dataset", "d", "--model", "m", "--conditions", "{}", "--case", "a",
                                  "--control", "b"])
     assert (args.top_k, args.min_leaves, args.fdr) == (TOP_K, MIN_LEAVES, FDR_THRESHOLD)
+    assert (args.method, args.direction) == (DEFAULT_METHOD, DIRECTION) == ("evidence_network", "up")
+    assert inspect.signature(run_signaling).parameters["direction"].default == DIRECTION
     for fn in (infer_signaling, run_signaling):
         params = inspect.signature(fn).parameters
         assert (params["top_k"].default, params["min_leaves"].default, params["fdr_threshold"].default) == (

@@ -15,11 +15,19 @@ to a model (training one on ``train_from`` if asked) and calls :func:`annotate`:
       train_from: {dataset entry of a labelled file}   # … trained here, labels harmonised to CL first
       min_confidence: 0.5                        # below it a call is flagged low-confidence
 
+Model files are untrusted input: a CellTypist ``.pkl`` is a Python pickle, and unpickling one with
+:mod:`pickle` runs whatever code it names. :func:`load_model` reads them with a restricted unpickler
+that builds only what a CellTypist model holds (a dict of a scikit-learn ``LogisticRegression`` or
+``SGDClassifier``, a ``StandardScaler``, NumPy arrays and scalars, and plain Python containers) and
+refuses every other global with a ``ValueError`` naming it, before anything is called. This covers the
+recipe's ``model:`` files and the models cached by the build (``celltypist-*.pkl``).
+
 This module is a leaf of the build: it imports nothing from the rest of the project but the atomic writers.
 """
 
 from __future__ import annotations
 
+import pickle
 import warnings
 from pathlib import Path
 
@@ -29,6 +37,67 @@ import pandas as pd
 import scipy.sparse as sp
 
 from dataset_script.files import atomic_file
+
+#: The only globals a CellTypist model pickle may name (module, name): NumPy array / scalar / dtype
+#: reconstruction (NumPy 1 and 2 module paths), the scikit-learn classes of CellTypist models (its
+#: default LogisticRegression and the SGD path used here, with the loss object SGD pickles) and the
+#: StandardScaler. Nothing here runs code beyond restoring attributes.
+ALLOWED_MODEL_GLOBALS = frozenset(
+    [(f"numpy.{core}.multiarray", name) for core in ("core", "_core") for name in ("_reconstruct", "scalar")]
+    + [(f"numpy.{core}.numeric", "_frombuffer") for core in ("core", "_core")]
+    + [("numpy", "ndarray"), ("numpy", "dtype")]
+    + [("numpy.dtypes", f"{t}DType") for t in ("Float64", "Float32", "Int64", "Int32", "Str", "Object", "Bool")]
+    + [("sklearn.linear_model._logistic", "LogisticRegression"),
+       ("sklearn.linear_model._stochastic_gradient", "SGDClassifier"),
+       ("sklearn.preprocessing._data", "StandardScaler"),
+       ("sklearn._loss._loss", "CyHalfBinomialLoss"), ("sklearn._loss._loss", "CyHalfMultinomialLoss"),
+       ("sklearn.linear_model._sgd_fast", "Log"), ("sklearn.linear_model._sgd_fast", "Hinge"),
+       ("sklearn.linear_model._sgd_fast", "ModifiedHuber")])
+
+
+class _ModelUnpickler(pickle.Unpickler):
+    """Unpickler that resolves only :data:`ALLOWED_MODEL_GLOBALS`."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in ALLOWED_MODEL_GLOBALS:
+            raise pickle.UnpicklingError(f"it names {module}.{name}, which a CellTypist model does not hold")
+        return super().find_class(module, name)
+
+
+def load_model(path: Path):
+    """A CellTypist model file read without running code from it (see the module docstring).
+
+    Returns
+    -------
+    ``celltypist.models.Model`` (classifier, scaler, description), as ``Model.load`` would give.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist.
+    ValueError
+        If the file is not a CellTypist model: it names a global outside :data:`ALLOWED_MODEL_GLOBALS`
+        (nothing of it is run), is not a pickle, or lacks the ``Model`` / ``Scaler_`` / ``description``
+        entries of the expected types. The message names the file.
+    """
+    from celltypist.models import Model
+    from sklearn.preprocessing import StandardScaler
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"CellTypist model not found: {path} (models are never downloaded here)")
+    try:
+        with open(path, "rb") as fh:
+            content = _ModelUnpickler(fh).load()
+    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, IndexError, TypeError, ValueError) as err:
+        raise ValueError(f"Refusing CellTypist model {path}: {err}. Only CellTypist model files (scikit-learn "
+                         "classifier + StandardScaler) are loaded; nothing from this file was run.") from None
+    content = content if isinstance(content, dict) else {}
+    if (type(content.get("Model")).__name__ not in ("LogisticRegression", "SGDClassifier")
+            or not isinstance(content.get("Scaler_"), StandardScaler) or not isinstance(content.get("description"), dict)):
+        raise ValueError(f"{path} is not a CellTypist model: expected a dict with 'Model' (LogisticRegression or "
+                         f"SGDClassifier), 'Scaler_' (StandardScaler) and 'description' (dict)")
+    return Model(content["Model"], content["Scaler_"], content["description"])
 
 
 def _log_normalised(adata: ad.AnnData, value_transform: str) -> ad.AnnData:
@@ -145,15 +214,13 @@ def annotate(adata: ad.AnnData, model_path: Path, *, min_confidence: float,
     FileNotFoundError
         If the model file does not exist.
     ValueError
-        If no gene of the model is measured in ``adata``.
+        If the file is not a CellTypist model (:func:`load_model`: nothing of it is run), or no gene of
+        the model is measured in ``adata``.
     """
     import celltypist
-    from celltypist.models import Model
 
     model_path = Path(model_path)
-    if not model_path.exists():
-        raise FileNotFoundError(f"CellTypist model not found: {model_path} (models are never downloaded here)")
-    model = Model.load(str(model_path))
+    model = load_model(model_path)
     shared = np.intersect1d(model.features, adata.var_names)
     if len(shared) == 0:
         raise ValueError(f"None of the {len(model.features)} genes of {model_path.name} is measured in this input "
@@ -169,4 +236,4 @@ def annotate(adata: ad.AnnData, model_path: Path, *, min_confidence: float,
                          "cell_type_low_confidence": confidence < min_confidence}, index=adata.obs_names)
 
 
-__all__ = ["ALPHA_GRID", "train_model", "annotate"]
+__all__ = ["ALPHA_GRID", "ALLOWED_MODEL_GLOBALS", "load_model", "train_model", "annotate"]

@@ -162,6 +162,7 @@ def read_dataset(entry: DatasetEntry | dict, data_dir: Path, genes: GeneTable, *
         entry = entry.model_copy(update={"use_raw": True})  # CELLxGENE keeps raw counts in .raw when .X is normalised
     X, var_names, matrix = _expression_matrix(adata, entry)
     _check_matrix(X, var_names, entry.dataset_id)
+    adata, X, n_empty = _drop_empty_cells(adata, X, entry.dataset_id)
     transform = detect_value_transform(X)
     overrides = _overrides(entry, data_dir)
     tables: dict[str, pd.DataFrame] = {}
@@ -186,21 +187,56 @@ def read_dataset(entry: DatasetEntry | dict, data_dir: Path, genes: GeneTable, *
         "dataset_id": entry.dataset_id, "values_are_counts": transform == "counts",
         "value_transform": transform, "matrix": matrix, "gene_mapping": report,
         "schema": "cellxgene" if cellxgene else "free_text", "input": adata.uns.get("omnicelltosg_input", {}),
-        **annotation,
+        "dropped_empty_cells": n_empty, **annotation,
     }
     result.uns["omnicelltosg_tables"] = tables
     return result
 
 
 def _check_matrix(X, var_names, dataset_id: str) -> None:
-    """Refuse an empty matrix and repeated gene names (which gene would a value belong to?)."""
+    """Refuse an empty matrix, a malformed sparse matrix (indices out of range, e.g. a corrupt file,
+    which would crash the build natively), NaN or infinite values, and repeated gene names (which
+    gene would a value belong to?). Each error names the dataset and the counts."""
     if X.shape[0] == 0 or X.shape[1] == 0:
         raise ValueError(f"{dataset_id!r}: the expression matrix is empty ({X.shape[0]} cells × {X.shape[1]} genes)")
+    try:
+        X.check_format(full_check=True)
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"{dataset_id!r}: the expression matrix is malformed ({err}); the file is corrupt or was "
+                         "written inconsistently") from None
+    nan, inf = int(np.isnan(X.data).sum()), int(np.isinf(X.data).sum())
+    if nan or inf:
+        rows = np.unique(np.repeat(np.arange(X.shape[0]), np.diff(X.indptr))[~np.isfinite(X.data)]) \
+            if X.format == "csr" else []
+        raise ValueError(f"{dataset_id!r}: the expression matrix holds {nan} NaN and {inf} infinite value(s)"
+                         f"{f' in {len(rows)} cell(s)' if len(rows) else ''}; expression must be finite. Fix or "
+                         "drop those cells (or point the recipe at another matrix with use_raw / layer)")
     names = pd.Index(var_names).astype(str)
     if names.has_duplicates:
         dup = names[names.duplicated()].unique()
         raise ValueError(f"{dataset_id!r}: {len(dup)} gene name(s) appear more than once, e.g. {list(dup[:5])}; "
                          "make them unique (e.g. AnnData.var_names_make_unique) or aggregate them first")
+
+
+def _drop_empty_cells(adata: ad.AnnData, X: sp.csr_matrix, dataset_id: str) -> tuple[ad.AnnData, sp.csr_matrix, int]:
+    """Cells whose expression is all zero carry no signal (a meta-cell of them would have library size
+    0): they are dropped with a warning, and their count returned (recorded as ``dropped_empty_cells``).
+
+    Raises
+    ------
+    ValueError
+        If every cell is all zero.
+    """
+    X = sp.csr_matrix(X)
+    nonzero = np.asarray((X != 0).sum(1)).ravel() > 0
+    if nonzero.all():
+        return adata, X, 0
+    if not nonzero.any():
+        raise ValueError(f"{dataset_id!r}: every one of the {X.shape[0]} cells has all-zero expression")
+    n = int((~nonzero).sum())
+    warnings.warn(f"{dataset_id!r}: {n} of {X.shape[0]} cells have all-zero expression and are dropped "
+                  "(recorded as dropped_empty_cells)", stacklevel=3)
+    return adata[nonzero], X[nonzero], n
 
 
 def _mapped_obs(obs: pd.DataFrame, entry: DatasetEntry, path: Path) -> pd.DataFrame:

@@ -38,7 +38,12 @@ from dataset_script.build.recipe import (
     load_recipe,
 )
 from dataset_script.build.writer import cell_configs, write_dataset
-from dataset_script.files import atomic_file, atomic_write_text
+from dataset_script.files import (
+    atomic_file,
+    atomic_write_text,
+    check_output_folder,
+    path_inside,
+)
 from dataset_script.schema import embedding_schema
 
 
@@ -241,11 +246,16 @@ def build_dataset(recipe_path: Path, data_dir: Path, out: Path, *, cells_per_met
     FileNotFoundError, ValueError
         For missing inputs, an invalid recipe or ``cells_per_metacell``, or metadata problems;
         nothing is written in that case.
+    FileExistsError
+        Before any work, if ``out`` holds a dataset and ``overwrite`` is False, or is a non-empty folder
+        that is not a dataset folder (never replaced); at the end, if another build created ``out``
+        meanwhile (:func:`dataset_script.files.atomic_directory`).
     """
     started = time.perf_counter()
     recipe = load_recipe(recipe_path)
     if cells_per_metacell is not None:
         check_cells_per_metacell(cells_per_metacell)
+    check_output_folder(out, kind="dataset", overwrite=overwrite)
     data_dir = Path(data_dir)
     cache_dir = Path(cache_dir) if cache_dir else Path(out).parent / ".cache"
     stopwatch = _Stopwatch()
@@ -468,7 +478,7 @@ def annotate_recipe(recipe_path: Path, data_dir: Path, out: Path, *, cache_dir: 
     for entry in entries:
         adata = read_dataset(entry, data_dir, genes, cache_dir=cache_dir)
         for name in ("cell_type_annotation", "harmonisation"):
-            with atomic_file(out / entry.dataset_id / f"{name}.tsv") as tmp:
+            with atomic_file(path_inside(out, entry.dataset_id, f"{name}.tsv")) as tmp:
                 adata.uns["omnicelltosg_tables"][name].to_csv(tmp, sep="\t", index=False)
         calls[entry.dataset_id] = adata.uns["omnicelltosg_tables"]["cell_type_annotation"]
         summaries[entry.dataset_id] = _annotation_summary(entry, adata)

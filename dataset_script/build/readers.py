@@ -244,8 +244,11 @@ def read_matrix(path: Path, genes: GeneTable, *, fmt: str | None = None, orienta
     ------
     FileNotFoundError
         If ``path`` does not exist.
+    PermissionError
+        If the file cannot be read (the message names it).
     ValueError
-        For an unsupported format (the message lists the supported ones).
+        For an unsupported format (the message lists the supported ones), or an h5ad file that cannot
+        be read (the message names the file and the reader's error).
     """
     path = Path(path)
     if not path.exists():
@@ -254,7 +257,13 @@ def read_matrix(path: Path, genes: GeneTable, *, fmt: str | None = None, orienta
     if fmt not in FORMATS:
         raise ValueError(f"format {fmt!r} not supported; accepted: {list(FORMATS)}")
     if fmt == "h5ad":
-        adata = ad.read_h5ad(path)
+        try:
+            adata = ad.read_h5ad(path)
+        except PermissionError as err:
+            raise PermissionError(f"Cannot read {path}: permission denied ({err.strerror})") from None
+        except Exception as err:  # h5py / anndata raise OSError, KeyError, TypeError … for a damaged file
+            raise ValueError(f"Cannot read {path} as h5ad ({type(err).__name__}: {err}); the file is damaged or "
+                             "not an AnnData file") from None
         adata.uns["omnicelltosg_input"] = {"format": "h5ad", "files": [path.name], "orientation": "cells x genes"}
         return adata
     if fmt == "10x":

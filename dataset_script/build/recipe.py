@@ -35,6 +35,7 @@ from pydantic import (
 
 from dataset_script.build.knowledge import GENE_ID_TYPES, PPI_SOURCES
 from dataset_script.build.readers import FORMATS, ORIENTATIONS
+from dataset_script.files import check_safe_name
 from dataset_script.schema import CONSTANT_COLUMNS, MAPPABLE_COLUMNS
 
 
@@ -98,6 +99,8 @@ Scalar = str | bool | int | float
 CellsPerMetacell = Annotated[int, Field(ge=1)]
 Fraction = Annotated[float, Field(ge=0, le=1)]
 NonEmptyText = Annotated[str, Field(min_length=1)]
+#: A name that becomes a folder / file name (``dataset_id``): :func:`dataset_script.files.check_safe_name`.
+SafeName = Annotated[str, AfterValidator(lambda v: check_safe_name(v, "dataset_id"))]
 
 
 class _Section(BaseModel):
@@ -169,7 +172,8 @@ def _only_known(mapping: dict, known, what: str, accepted: str) -> dict:
 class DatasetEntry(_Section):
     """One input file of ``datasets:`` and how its metadata maps onto the schema (:func:`dataset_script.build.ingest.read_dataset`)."""
 
-    dataset_id: NonEmptyText
+    #: Names report folders, partition files and donor keys: letters, digits, '.', '_', '-' only.
+    dataset_id: SafeName
     #: Relative to the data folder: h5ad, 10x folder / matrix.mtx(.gz), CSV/TSV(.gz) or an original release.
     path: NonEmptyText
     source: str = ""
@@ -262,7 +266,9 @@ class Recipe(_Section):
     def cells_per_metacell_for(self, entry: DatasetEntry, override: int | None = None) -> int:
         """Cells per meta-cell of one input: ``override`` (the build's ``cells_per_metacell``), else the
         entry's own value, else ``metacells.cells_per_metacell``."""
-        return override or entry.cells_per_metacell or self.metacells.cells_per_metacell
+        if override is not None:
+            return check_cells_per_metacell(override)
+        return entry.cells_per_metacell if entry.cells_per_metacell is not None else self.metacells.cells_per_metacell
 
 
 CellTypeAnnotation.model_rebuild()

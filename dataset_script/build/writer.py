@@ -11,12 +11,16 @@ Layout::
                                   categories, development stages (one row per distinct input value)
 
 The folder is written under a temporary name next to ``out`` and renamed into place only when
-complete (:func:`dataset_script.files.atomic_directory`), so a failed build never leaves a
-half-written dataset and an existing one is replaced only at the end.
+complete (:func:`dataset_script.files.atomic_directory`, kind ``"dataset"``), so a failed build never
+leaves a half-written dataset, an existing dataset is replaced only at the end and only with
+``overwrite``, a folder that is not a dataset folder is never written into or replaced, and of two
+concurrent builds into one ``out`` exactly one succeeds. ``build_info.json`` records every file under
+``data/`` (:func:`file_records`: bytes, rows, SHA-256) so a loader can tell a tampered folder.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -26,7 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from dataset_script.files import atomic_directory
+from dataset_script.files import atomic_directory, check_output_folder, path_inside
 from dataset_script.schema import (
     CELL_SCHEMA,
     EDGE_SCHEMA,
@@ -87,6 +91,26 @@ def _write_table(df: pd.DataFrame, schema: pa.Schema, path: Path, row_group_size
     pq.write_table(table, path, row_group_size=row_group_size, compression="zstd")
 
 
+def sha256_of(path: Path, chunk: int = 1 << 22) -> str:
+    """Hex SHA-256 of a file's content, read in 4 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_records(folder: Path) -> dict[str, dict]:
+    """``{"data/…": {"bytes", "rows", "sha256"}}`` for every file under ``folder/data`` (``rows`` from the
+    Parquet footer), the integrity record of ``build_info["files"]``."""
+    records = {}
+    for path in sorted(p for p in (Path(folder) / "data").rglob("*") if p.is_file()):
+        rows = pq.read_metadata(path).num_rows if path.suffix == ".parquet" else None
+        records[path.relative_to(folder).as_posix()] = {"bytes": path.stat().st_size, "rows": rows,
+                                                         "sha256": sha256_of(path)}
+    return records
+
+
 def write_dataset(out: Path, *, cells: pd.DataFrame, entities: pd.DataFrame, edges: pd.DataFrame,
                   embeddings: pa.Table, gene_panels: pd.DataFrame, card: str, configs: list[dict],
                   build_info: dict, overwrite: bool = False, reports: dict[str, pd.DataFrame] | None = None,
@@ -107,15 +131,20 @@ def write_dataset(out: Path, *, cells: pd.DataFrame, entities: pd.DataFrame, edg
     extra_files
         ``{relative name: bytes}`` written as they are (e.g. the card's ``summary.png``).
 
+    build_info
+        Written as ``build_info.json``; ``build_info["files"]`` is set to :func:`file_records` of the data.
+
     Raises
     ------
     FileExistsError
-        If ``out`` exists and ``overwrite`` is False.
+        If ``out`` holds a dataset and ``overwrite`` is False; if ``out`` is a non-empty folder that is
+        not a dataset folder (never replaced); or if another writer created ``out`` meanwhile.
+    ValueError
+        If a report or extra file name would resolve outside the dataset folder.
     """
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"Dataset folder {out} exists; pass overwrite=True (--overwrite) to replace it")
-    with atomic_directory(out, replace=overwrite) as tmp:
+    check_output_folder(out, kind="dataset", overwrite=overwrite)
+    with atomic_directory(out, replace=overwrite, kind="dataset") as tmp:
         cells = cells.sort_values(["tissue_general", "disease", "dataset_id", "cell_id"], kind="stable")
         for i, start in enumerate(range(0, max(len(cells), 1), ROWS_PER_SHARD)):
             _write_table(cells.iloc[start:start + ROWS_PER_SHARD], CELL_SCHEMA,
@@ -127,11 +156,12 @@ def write_dataset(out: Path, *, cells: pd.DataFrame, entities: pd.DataFrame, edg
         header = yaml.safe_dump({"configs": configs, "license": "other", "tags": ["single-cell", "biology", "graph"]},
                                 sort_keys=False)
         (tmp / "README.md").write_text(f"---\n{header}---\n\n{card}")
+        build_info["files"] = file_records(tmp)
         (tmp / "build_info.json").write_text(json.dumps(build_info, indent=2, default=str))
         for name, content in (extra_files or {}).items():
-            (tmp / name).write_bytes(content)
+            path_inside(tmp, name).write_bytes(content)
         for name, table in (reports or {}).items():
-            target = tmp / "reports" / f"{name}.tsv"
+            target = path_inside(tmp / "reports", f"{name}.tsv")
             target.parent.mkdir(parents=True, exist_ok=True)
             table.to_csv(target, sep="\t", index=False)
     return out

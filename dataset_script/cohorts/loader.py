@@ -16,7 +16,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import inspect
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -42,6 +41,13 @@ from dataset_script.cohorts.splits import (
     split_by_donor,
     split_by_metacell,
 )
+from dataset_script.cohorts.storage import (  # noqa: F401  (_build_info, dataset_cache_dir: used by callers)
+    DatasetIntegrityError,
+    _build_info,
+    _load,
+    check_dataset,
+    dataset_cache_dir,
+)
 from dataset_script.cohorts.tasks import TASKS, CohortTask, match_presets, resolve_task
 from dataset_script.schema import LOG_SCALE_MAX
 
@@ -51,47 +57,9 @@ if TYPE_CHECKING:
 TARGET_SUM = 1e4  # counts per meta-cell after normalisation (scanpy normalize_total convention)
 
 
-def _load(path: str | Path, config: str) -> datasets.Dataset:
-    """``datasets.load_dataset(path, config, split="train")`` with a clear error for a bad config.
-
-    Raises
-    ------
-    FileNotFoundError
-        If ``path`` has no dataset card (README.md).
-    ValueError
-        If ``config`` is not declared in the card (the message lists the configs).
-    """
-    path = Path(path)
-    if not (path / "README.md").exists():
-        raise FileNotFoundError(f"No OmniCellTOSG dataset at {path} (README.md missing); build one with "
-                                "`omnicelltosg build`")
-    names = datasets.get_dataset_config_names(str(path))
-    if config not in names:
-        raise ValueError(f"Config {config!r} not in the dataset at {path}; available configs: {names}")
-    return datasets.load_dataset(str(path), config, split="train", cache_dir=str(dataset_cache_dir(path)))
-
-
-def dataset_cache_dir(path: str | Path) -> Path:
-    """The ``datasets`` cache folder of one build of a dataset folder.
-
-    ``datasets`` keys the Arrow cache of a local folder by its name and configuration, not by the
-    content of its files, so a rebuilt folder (or another build in a folder of the same name) was
-    served the previous build's cached rows. The cache is therefore namespaced by the folder's
-    absolute path and its ``build_info.json`` (which differs for every build).
-    """
-    path = Path(path).resolve()
-    info = path / "build_info.json"
-    stamp = hashlib.sha256(str(path).encode() + (info.read_bytes() if info.exists() else b"")).hexdigest()[:16]
-    return Path(datasets.config.HF_DATASETS_CACHE) / "omnicelltosg" / f"{path.name}-{stamp}"
-
-
-def _build_info(path: str | Path) -> dict:
-    """The dataset's ``build_info.json`` (entity version, node and edge counts)."""
-    return json.loads((Path(path) / "build_info.json").read_text())
-
-
-def load_graph(path: str | Path) -> tuple[TOSGGraph, pd.DataFrame]:
-    """The shared entity graph and text priors of a dataset.
+def load_graph(path: str | Path, *, verify: bool = False) -> tuple[TOSGGraph, pd.DataFrame]:
+    """The shared entity graph and text priors of a dataset (files checked first,
+    :func:`dataset_script.cohorts.storage.check_dataset`; ``verify=True`` also hashes them).
 
     Returns
     -------
@@ -101,11 +69,16 @@ def load_graph(path: str | Path) -> tuple[TOSGGraph, pd.DataFrame]:
         when the dataset has them ``sequence_embeddings`` float32 [N, S] (UniRep) with
         ``sequence_present`` bool [N].
     entities : the ``entities`` table (entity_index, entity_id, entity_type, symbol, name, …).
+
+    Raises
+    ------
+    DatasetIntegrityError
+        (a ``ValueError``) if the folder's files are not those its build recorded.
     """
     # Imported here: modeling_celltosg pulls in transformers / torch_geometric, which a cohort does not need.
     from modeling_celltosg.tosg_graph import TOSGGraph
 
-    entities = _load(path, "entities").to_pandas().sort_values("entity_index", ignore_index=True)
+    entities = _load(path, "entities", verify=verify).to_pandas().sort_values("entity_index", ignore_index=True)
     edges = _load(path, "edges").to_pandas()
     emb = _load(path, "embeddings").with_format("numpy")
     order = np.argsort(np.asarray(emb["entity_index"]))
@@ -189,9 +162,12 @@ def gene_panels(path: str | Path) -> dict[str, np.ndarray]:
     return {d: np.asarray(ix, dtype=np.int64) for d, ix in zip(panels["dataset_id"], panels["measured_indices"])}
 
 
-def load_cells(path: str | Path, *, conditions: dict | None = None, config: str = "all") -> datasets.Dataset:
-    """Query meta-cells and add normalised expression (``expression_log``); no labels, no split."""
-    cells = query(_load(path, config), conditions or {})
+def load_cells(path: str | Path, *, conditions: dict | None = None, config: str = "all",
+               verify: bool = False) -> datasets.Dataset:
+    """Query meta-cells and add normalised expression (``expression_log``); no labels, no split. The
+    folder's files are checked first (``verify=True`` also hashes them); a tampered folder raises
+    :class:`~dataset_script.cohorts.storage.DatasetIntegrityError`."""
+    cells = query(_load(path, config, verify=verify), conditions or {})
     return cells.map(normalize_expression, batched=True, desc="normalise",
                      new_fingerprint=_code_fingerprint(cells._fingerprint, normalize_expression))
 
@@ -370,14 +346,34 @@ def _code_fingerprint(previous: str, fn, *parts) -> str:
     return _fingerprint(previous, fn.__module__, fn.__qualname__, _module_version(inspect.getfile(fn)), *parts)
 
 
-def _check_request(label_column: str | None, split_by: str, correction: str | None) -> None:
-    """Raise ``ValueError`` for a bad ``split_by`` / ``correction`` or a missing label column."""
+def _check_request(label_column: str | None, split_by: str, correction: str | None, *, conditions=None,
+                   test_donors=None, seed=0) -> None:
+    """Raise ``ValueError`` naming the argument for a bad ``split_by`` / ``correction``, a missing label
+    column, ``conditions`` that is not a dict, ``test_donors`` given as one string (it would be read
+    character by character) or not a list, or a ``seed`` that is not an integer."""
     if split_by not in ("donor", "meta-cell", "none"):
         raise ValueError(f"split_by must be 'donor', 'meta-cell' or 'none'; got {split_by!r}")
     if label_column is None and split_by != "none":
         raise ValueError(f"Give a label_column or a task ({sorted(TASKS)}); only split_by='none' works unlabelled")
     if correction not in (None, "combat_seq"):
         raise ValueError(f"correction must be None or 'combat_seq'; got {correction!r}")
+    if conditions is not None and not isinstance(conditions, dict):
+        raise ValueError(f"conditions must be a dict of field → value(s); got {type(conditions).__name__} {conditions!r}")
+    if isinstance(test_donors, (str, bytes)):
+        raise ValueError(f"test_donors must be a list of donor keys; got the string {test_donors!r} "
+                         f"(did you mean [{test_donors!r}]?)")
+    if test_donors is not None and not isinstance(test_donors, (list, tuple, set, np.ndarray)):
+        raise ValueError(f"test_donors must be a list of donor keys; got {type(test_donors).__name__} {test_donors!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise ValueError(f"seed must be an integer; got {seed!r}")
+
+
+def _check_sample_size(sample_size: int | None, available: int) -> None:
+    """Raise ``ValueError`` if ``sample_size`` asks for more meta-cells than the cohort has (it would be
+    filled by repeating rows)."""
+    if sample_size is not None and sample_size > available:
+        raise ValueError(f"sample_size={sample_size} exceeds the {available} meta-cells with a known label in this "
+                         "query; ask for at most that many (sample_ratio=1 keeps every one)")
 
 
 def _match_spec(match: bool | dict, task: str | None, settings: CohortTask) -> dict | None:
@@ -512,7 +508,7 @@ def load_cohort(path: str | Path, *, conditions: dict | None = None, task: str |
                 sample_size: int | None = None, min_per_class: int | None = None, match: bool | dict = False,
                 split_by: str = "donor", validation_by: str = "donor", test_donors: list[str] | None = None,
                 val_fraction: float = 0.15, test_fraction: float = 0.2, correction: str | None = None,
-                seed: int = 0) -> Cohort:
+                seed: int = 0, verify: bool = False) -> Cohort:
     """Query, sample, match, split, batch-correct and normalise a labelled cohort.
 
     Parameters
@@ -544,6 +540,9 @@ def load_cohort(path: str | Path, *, conditions: dict | None = None, task: str |
         ``None`` or ``"combat_seq"`` (:mod:`dataset_script.cohorts.batch_correction`).
     seed
         Every random choice (sampling, matching, split) derives from it.
+    verify
+        Also hash every file of the folder against ``build_info.json`` (sizes and the set of files are
+        always checked: :func:`dataset_script.cohorts.storage.check_dataset`).
 
     Raises
     ------
@@ -552,13 +551,15 @@ def load_cohort(path: str | Path, *, conditions: dict | None = None, task: str |
     ValueError
         An empty query (the message lists the available values), a bad task / sampling request /
         correction method, a label column with a single class, or too few donors.
+    DatasetIntegrityError
+        (a ``ValueError``) if the folder's files are not those its build recorded, or a ``cell_id`` repeats.
     """
     path = Path(path)
     task, settings = resolve_task(task)
     label_column = label_column or settings.label_column
-    _check_request(label_column, split_by, correction)
+    _check_request(label_column, split_by, correction, conditions=conditions, test_donors=test_donors, seed=seed)
     conditions = dict(conditions or {})
-    cells = _load(path, config)
+    cells = _load(path, config, verify=verify)
     fields = metadata_fields(cells)
     if label_column is not None and label_column not in fields:
         raise KeyError(f"label_column {label_column!r} is not a metadata field; available: {sorted(fields)}")
@@ -569,6 +570,7 @@ def load_cohort(path: str | Path, *, conditions: dict | None = None, task: str |
     # 1. rows with a known label, 2. sampling, 3. matching
     spec = _match_spec(match, task, settings)
     rows = _known_rows(meta, label_column, spec, reports)
+    _check_sample_size(sample_size, len(rows))
     min_per_class = settings.min_per_class if min_per_class is None else min_per_class
     if spec:
         rows = _matched_rows(meta, rows, label_column, spec, sample_ratio, sample_size, seed, reports)

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from dataset_script.cohorts.loader import _build_info, _load, load_cohort
-from dataset_script.files import atomic_directory
+from dataset_script.files import atomic_directory, check_output_folder
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +65,12 @@ class CellTOSGDataLoader:
     output_dir
         Write the original file layout there (``train/expression_matrix.npy``, ``train/labels.csv``,
         ``train/labels_train.npy``, …, ``label_mapping_<label>.csv``, ``labels_full_<label>.csv``);
-        written to a temporary folder and moved into place when complete.
+        written to a temporary folder and moved into place when complete. The folder gets a marker
+        file (``.omnicelltosg``, kind ``export``); a non-empty folder without it is never written into
+        or replaced, and an earlier export is replaced only with ``overwrite=True``. Checked before
+        any loading.
+    overwrite
+        Replace an earlier export at ``output_dir`` (only an export folder written here).
     **cohort_kwargs
         Passed to :func:`load_cohort` (``validation_by``, ``test_donors``, ``split_by``, …).
 
@@ -79,13 +84,24 @@ class CellTOSGDataLoader:
     x_name_emb, x_desc_emb : float32 [N, 384] (or ``s_name`` / ``s_desc`` DataFrames with
         ``train_text``); ``x_bio_emb`` / ``s_bio`` likewise.
     cohort : the underlying :class:`dataset_script.cohorts.loader.Cohort`.
+
+    Raises
+    ------
+    FileExistsError
+        If ``output_dir`` is a non-empty folder that is not an export of this loader, or an export and
+        ``overwrite`` is False (before anything is loaded).
+    ValueError, KeyError
+        For bad arguments (see :func:`dataset_script.cohorts.loader.load_cohort`).
     """
 
     def __init__(self, root, conditions: dict, task: str | None = None, label_column: str | None = None,
                  sample_ratio: float | None = None, sample_size: int | None = None, shuffle: bool = False,
                  stratified_balancing: bool = False, extract_mode: str = "train", random_state: int = 2025,
                  train_text: bool = False, train_bio: bool = False, correction_method: str | None = None,
-                 output_dir: str | None = None, **cohort_kwargs):
+                 output_dir: str | None = None, overwrite: bool = False, **cohort_kwargs):
+        if output_dir is not None:
+            check_output_folder(Path(output_dir), kind="export", overwrite=overwrite)
+        self.overwrite = overwrite
         if extract_mode not in ("train", "inference"):
             raise ValueError(f"extract_mode must be 'train' or 'inference'; got {extract_mode!r}")
         if task == "pretrain":
@@ -155,7 +171,7 @@ class CellTOSGDataLoader:
 
     def _write(self, out: Path) -> None:
         """The original file layout, written atomically: the folder appears complete or not at all."""
-        with atomic_directory(out) as tmp:
+        with atomic_directory(out, replace=self.overwrite, kind="export") as tmp:
             if self.extract_mode == "inference":
                 self.metadata.to_csv(tmp / "labels.csv", index=False)
                 np.save(tmp / "expression_matrix.npy", self.data)

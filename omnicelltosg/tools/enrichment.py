@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from scipy import stats
 
@@ -99,4 +100,72 @@ def go_enrichment(gene_set, background, annotations: GOAnnotations, *, min_term_
     return df[ENRICHMENT_COLUMNS].sort_values(["p_value", "go_id"]).reset_index(drop=True)
 
 
-__all__ = ["GOAnnotations", "load_go_annotations", "go_enrichment", "ENRICHMENT_COLUMNS"]
+def go_term_genes(annotations: GOAnnotations, go_ids, background=None) -> set[str]:
+    """Genes directly annotated to any of ``go_ids`` (optionally only those in ``background``).
+
+    Raises:
+        ValueError: a GO ID that is not in the term table (the message names it).
+    """
+    unknown = [t for t in go_ids if t not in annotations.terms.index]
+    if unknown:
+        raise ValueError(f"GO IDs {unknown} are not in the GO term table (go_terms_2022-07-01).")
+    wanted = set(go_ids)
+    genes = {g for g, terms in annotations.gene_terms.items() if terms & wanted}
+    return genes if background is None else genes & {str(b) for b in background}
+
+
+#: Cut-offs of precision@k in every validation table.
+PRECISION_AT = (20, 50, 100)
+
+
+def ranking_validation(scores: dict | pd.Series, positives, background, *, ks=PRECISION_AT) -> dict:
+    """How well a gene ranking recovers known genes: AUPRC and precision@k over ``background``.
+
+    Genes of ``background`` without a (finite) score rank last. AUPRC is scikit-learn's
+    ``average_precision_score`` (step-wise, ties grouped); its chance level is the prevalence
+    ``|positives ∩ background| / |background|``. Precision@k counts positives among the ``k`` best genes
+    (ties broken by symbol, so the value is deterministic).
+
+    Args:
+        scores: symbol → score (higher = ranked first); positives: known genes; background: the genes
+            that could be ranked (e.g. measured genes with a protein node).
+
+    Returns: ``{"auprc", "prevalence", "n_positives", "n_background", "precision_at": {k: value}}``.
+
+    Raises:
+        ValueError: empty background, or no positive in the background.
+    """
+    from sklearn.metrics import average_precision_score
+
+    genes = sorted({str(g) for g in background})
+    if not genes:
+        raise ValueError("background is empty.")
+    truth = np.array([g in set(map(str, positives)) for g in genes])
+    if not truth.any():
+        raise ValueError("no positive gene lies in the background.")
+    series = pd.Series(scores, dtype=np.float64) if not isinstance(scores, pd.Series) else scores.astype(np.float64)
+    series.index = series.index.map(str)
+    series = series[~series.index.duplicated()]
+    values = series.reindex(genes).to_numpy()
+    lowest = np.nanmin(values[np.isfinite(values)]) - 1.0 if np.isfinite(values).any() else 0.0
+    values = np.where(np.isfinite(values), values, lowest)
+    order = np.lexsort((np.array(genes), -values))
+    return {"auprc": float(average_precision_score(truth, values)), "prevalence": float(truth.mean()),
+            "n_positives": int(truth.sum()), "n_background": len(genes),
+            "precision_at": {int(k): float(truth[order[:k]].mean()) for k in ks}}
+
+
+def gene_set_validation(gene_set, positives, background) -> dict:
+    """Size, fraction of known genes and its one-sided hypergeometric p-value (vs ``background``) of a gene
+    set, e.g. a signaling network. Genes outside the background are not counted."""
+    background = {str(g) for g in background}
+    members = {str(g) for g in gene_set} & background
+    hits = members & {str(p) for p in positives}
+    big_k = len(background & {str(p) for p in positives})
+    p = float(stats.hypergeom.sf(len(hits) - 1, len(background), big_k, len(members))) if members else float("nan")
+    return {"n_genes": len(members), "n_known": len(hits), "fraction_known": len(hits) / len(members) if members else 0.0,
+            "hypergeom_p": p, "known_genes": sorted(hits)}
+
+
+__all__ = ["GOAnnotations", "load_go_annotations", "go_enrichment", "go_term_genes", "ranking_validation",
+           "gene_set_validation", "ENRICHMENT_COLUMNS", "PRECISION_AT"]

@@ -1,4 +1,9 @@
-"""Signaling-network inference from a fine-tuned CellTOSG-FM (OmniCellTOSG, arXiv 2504.02148 §2.5).
+"""The paper's signaling method (``method="paper"``): a REPRODUCTION of OmniCellTOSG, arXiv 2504.02148 §2.5.
+
+It is not the default: on Kang IFN-β it misses the interferon response (stim-only importance; node
+attention ~ 1 / degree favours low-degree genes). The default method is
+:mod:`omnicelltosg.tools.evidence_network` (issue 19); ``omnicelltosg signaling`` runs both and
+validates them side by side.
 
 Pipeline (ARCHITECTURE.md §7): attention on PPI edges from the fine-tuned model, per cell
 ([`edge_attention`]) or streamed into per-group means ([`group_edge_attention`], memory independent of
@@ -460,8 +465,10 @@ def write_signaling(result: SignalingResult, out_dir: str | os.PathLike, *, titl
         result.nodes[NODE_COLUMNS].to_csv(tmp, index=False)
     with atomic_file(paths["edges"]) as tmp:
         result.edges[EDGE_COLUMNS].to_csv(tmp, index=False)
+    core = result.core.copy()
+    core.graph["method"] = "paper (REPRODUCTION of arXiv 2504.02148 section 2.5; not the default method)"
     with atomic_file(paths["graphml"]) as tmp:
-        nx.write_graphml(result.core, tmp)
+        nx.write_graphml(core, tmp)
     plot_signaling_network(result, paths["figure"], title=title)
     return paths
 

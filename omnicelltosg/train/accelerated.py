@@ -42,7 +42,11 @@ from omnicelltosg.train.arguments import (
     add_arguments,
     from_namespace,
 )
-from omnicelltosg.train.pretraining import MaskedEdgeTask, check_expression
+from omnicelltosg.train.pretraining import (
+    MaskedEdgeTask,
+    check_expression,
+    check_objective,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -192,6 +196,7 @@ def pretrain_accelerated(
     out = Path(out)
     accelerator = accelerator or make_accelerator(args.mixed_precision, args.gradient_accumulation_steps)
     check_expression(expression, measured_mask)
+    check_objective(model, args)
     task = MaskedEdgeTask.build(graph, args, accelerator.device)
     torch.manual_seed(args.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate)

@@ -52,6 +52,8 @@ class PretrainingArguments(_Arguments):
         batch_size: meta-cells per step (per process under Accelerate).
         learning_rate: AdamW learning rate.
         mask_ratio: fraction of the training PPI pairs masked per step, in (0, 1).
+        gene_mask_ratio: fraction of each cell's measured genes hidden and predicted per step (masked-expression
+            modelling, weighted by `CellTOSGConfig.expression_loss_weight`), in [0, 1); 0 = off.
         held_out_fraction: fraction of PPI pairs removed for good and scored at the end, in [0, 1).
         negatives: training negatives per step, one of `NEGATIVE_KINDS` (`mixed` = half random, half
             degree-matched).
@@ -66,6 +68,7 @@ class PretrainingArguments(_Arguments):
     batch_size: int = 8
     learning_rate: float = 3e-3
     mask_ratio: float = 0.1
+    gene_mask_ratio: float = 0.0
     held_out_fraction: float = 0.1
     negatives: str = field(default="mixed", metadata={"choices": NEGATIVE_KINDS})
     eval_max_cells: int = 256
@@ -79,6 +82,7 @@ class PretrainingArguments(_Arguments):
         _check(self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
         _check(self.learning_rate > 0, "learning_rate", self.learning_rate, "a number > 0")
         _check(0.0 < self.mask_ratio < 1.0, "mask_ratio", self.mask_ratio, "a number in (0, 1)")
+        _check(0.0 <= self.gene_mask_ratio < 1.0, "gene_mask_ratio", self.gene_mask_ratio, "a number in [0, 1)")
         _check(0.0 <= self.held_out_fraction < 1.0, "held_out_fraction", self.held_out_fraction,
                "a number in [0, 1)")
         _check(self.negatives in NEGATIVE_KINDS, "negatives", self.negatives, str(list(NEGATIVE_KINDS)))
@@ -92,24 +96,43 @@ class PretrainingArguments(_Arguments):
 
 @dataclass(frozen=True)
 class FinetuningArguments(_Arguments):
-    """Cell-classification fine-tuning; the epoch is chosen on validation macro-F1.
+    """Supervised training of a cell classifier — the SAME budget for every trainable model of an evaluation
+    (CellTOSG-FM and its ablations, the GNN baselines, the MLP): an epoch cap with early stopping on
+    validation macro-F1, AdamW with weight decay, linear warm-up then cosine decay of the learning rate,
+    optionally a class-weighted loss. Logistic regression takes `class_weighted` too (its budget is a
+    grid of `C`, solved to convergence).
 
     Attributes:
-        epochs: passes over the training meta-cells.
-        batch_size: meta-cells per step.
-        learning_rate: AdamW learning rate.
-        seed: seeds shuffling and dropout.
+        epochs: cap on the passes over the training cells.
+        early_stopping_patience: stop after this many epochs without a better validation macro-F1;
+            0 = run every epoch. The validation-best epoch's weights are kept either way.
+        batch_size: cells (meta-cells) per step.
+        learning_rate: peak AdamW learning rate (an evaluation tries a grid of them, chosen on validation).
+        weight_decay: AdamW decoupled weight decay (Loshchilov & Hutter 2019).
+        warmup_fraction: fraction of the capped steps (`epochs` × batches per epoch) of linear warm-up from
+            0 to `learning_rate`, followed by cosine decay to 0 at the cap, in [0, 1).
+        class_weighted: weight the cross-entropy by inverse training-class frequency (scikit-learn's
+            `class_weight="balanced"`: n / (K · n_k)).
+        seed: seeds initialisation of new heads, shuffling and dropout.
     """
 
-    epochs: int = 4
+    epochs: int = 30
+    early_stopping_patience: int = 8
     batch_size: int = 16
     learning_rate: float = 3e-3
+    weight_decay: float = 1e-2
+    warmup_fraction: float = 0.1
+    class_weighted: bool = False
     seed: int = 0
 
     def __post_init__(self):
         _check(self.epochs >= 1, "epochs", self.epochs, "an integer >= 1")
+        _check(self.early_stopping_patience >= 0, "early_stopping_patience", self.early_stopping_patience,
+               "an integer >= 0")
         _check(self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
         _check(self.learning_rate > 0, "learning_rate", self.learning_rate, "a number > 0")
+        _check(self.weight_decay >= 0, "weight_decay", self.weight_decay, "a number >= 0")
+        _check(0.0 <= self.warmup_fraction < 1.0, "warmup_fraction", self.warmup_fraction, "a number in [0, 1)")
 
 
 def _field_help(cls) -> dict[str, str]:
@@ -124,13 +147,22 @@ def _field_help(cls) -> dict[str, str]:
     return helps
 
 
+def _parse_bool(text: str) -> bool:
+    """A command-line boolean: true/false, yes/no, 1/0 (`argparse.ArgumentTypeError` otherwise)."""
+    value = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}.get(text.lower())
+    if value is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a boolean; accepted: true/false, yes/no, 1/0.")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser, cls) -> None:
     """Add one ``--field-name`` flag per field of the arguments dataclass `cls`, with its type, default,
     choices and the help text of its docstring."""
     helps = _field_help(cls)
     group = parser.add_argument_group(f"{cls.__name__} (defaults: omnicelltosg.train.arguments)")
     for f in fields(cls):
-        group.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=type(f.default), default=f.default,
+        kind = _parse_bool if isinstance(f.default, bool) else type(f.default)
+        group.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=kind, default=f.default,
                            choices=f.metadata.get("choices"), help=f"{helps.get(f.name, '')} (default: %(default)s)")
 
 

@@ -1,7 +1,8 @@
 """Cell-classification fine-tuning of CellTOSG-FM and prediction.
 
-A plain PyTorch loop on one device (CPU by default), fixed seeds, tqdm progress. Model selection uses the
-validation split only; the test split is scored once, with the best-on-validation weights.
+One plain PyTorch loop (:func:`train_classifier`) on one device (CPU by default), fixed seeds, tqdm
+progress, shared by every trainable classifier of the project so that budgets are equal. Model selection
+uses the validation split only; the test split is scored once, with the best-on-validation weights.
 """
 
 from __future__ import annotations
@@ -11,12 +12,14 @@ import copy
 import numpy as np
 import torch
 from sklearn.metrics import accuracy_score, f1_score
-from torch import Tensor
+from torch import Tensor, nn
 from tqdm.auto import tqdm
+from transformers import get_cosine_schedule_with_warmup
 
 from modeling_celltosg.modeling_celltosg import CellTOSGForCellClassification
 from modeling_celltosg.tosg_graph import TOSGGraph
 from omnicelltosg.train.arguments import FinetuningArguments
+from omnicelltosg.train.wide import WIDE_WEIGHTS, balanced_class_weights, fit_wide_path
 
 
 @torch.no_grad()
@@ -89,18 +92,99 @@ def _batches(order: Tensor, batch_size: int) -> list[Tensor]:
     return [order[start : starts[i + 1] if i + 1 < len(starts) else len(order)] for i, start in enumerate(starts)]
 
 
-def _train_epoch(model, optimizer, expression, measured_mask, labels, graph, order, batch_size, device) -> float:
-    """One pass over the cells `order` (LongTensor); the mean training loss."""
-    model.train()
-    losses = []
-    for rows in _batches(order, batch_size):
-        out = model(expression[rows].to(device), graph, measured_mask=measured_mask[rows].to(device),
-                    labels=labels[rows].to(device))
-        optimizer.zero_grad()
-        out.loss.backward()
-        optimizer.step()
-        losses.append(out.loss.item())
-    return float(np.mean(losses))
+def _val_macro_f1(logits: Tensor, labels: Tensor) -> float:
+    return float(f1_score(labels.cpu().numpy(), logits.argmax(-1).numpy(), average="macro", zero_division=0))
+
+
+def _best_output(outputs, labels: Tensor) -> tuple[float, object]:
+    """(macro-F1, key) of the best of several validation outputs (`{key: logits}`), or (F1, None) for one tensor."""
+    if isinstance(outputs, Tensor):
+        return _val_macro_f1(outputs, labels), None
+    scored = [(_val_macro_f1(logits, labels), key) for key, logits in outputs.items()]
+    return max(scored, key=lambda fk: fk[0])  # ties: the first key
+
+
+def train_classifier(
+    parameters,
+    forward,
+    labels: Tensor,
+    args: FinetuningArguments,
+    *,
+    train_idx: Tensor,
+    val_idx: Tensor,
+    state,
+    num_classes: int,
+    after_epoch=None,
+    select_initial: bool = False,
+) -> dict:
+    """The supervised loop every trainable model of the project shares (graph models and the MLP baseline):
+    AdamW (`args.learning_rate`, `args.weight_decay`) with linear warm-up and cosine decay
+    (`transformers.get_cosine_schedule_with_warmup`, over the capped steps), (class-weighted) cross-entropy,
+    early stopping on validation macro-F1, and the validation-best weights restored at the end.
+
+    Args:
+        parameters: the parameters to train (those with `requires_grad`).
+        forward: `forward(rows: LongTensor, train: bool) -> logits [len(rows), K]` — in training mode when
+            `train`, in eval mode without gradients otherwise (the caller switches modes). In eval mode it may
+            return `{key: logits}`, several ways to read the model out; the best on validation is selected
+            with the epoch and returned as `best_output`.
+        labels: LongTensor `[M]` (CPU).
+        args: the budget (:class:`FinetuningArguments`).
+        train_idx, val_idx: LongTensor row indices.
+        state: an `nn.Module` whose `state_dict` is the model (saved at the best epoch, restored at the end).
+        num_classes: the width `K` of the logits (for class weights).
+        after_epoch: optional `after_epoch()` called after each epoch's updates, before validation (e.g.
+            BatchNorm recalibration).
+        select_initial: also score the model before any update ("epoch 0") and keep it if no epoch beats
+            it on validation (for a wide & deep model that starts as its fitted linear model).
+
+    Returns: dict with `train_loss_curve` (per epoch), `val_macro_f1_curve` (per epoch; with
+    `select_initial` the first entry is the initial model), `best_epoch` (index into
+    `val_macro_f1_curve`), `val_macro_f1` (best), `epochs_run`, `steps` (optimiser steps taken),
+    `stopped_early`, `best_output` (the key of the selected readout, None for a single one).
+    """
+    generator = torch.Generator().manual_seed(args.seed)
+    trainable = [p for p in parameters if p.requires_grad]
+    batches_per_epoch = len(_batches(train_idx, args.batch_size))
+    total = max(1, args.epochs * batches_per_epoch)
+    optimizer = torch.optim.AdamW(trainable, lr=args.learning_rate, weight_decay=args.weight_decay)
+    schedule = get_cosine_schedule_with_warmup(optimizer, int(args.warmup_fraction * total), total)
+    weight = balanced_class_weights(labels[train_idx], num_classes) if args.class_weighted else None
+    val_f1s, losses, best = [], [], (-1.0, -1, None)
+    best_output = None
+    if select_initial:
+        f1, best_output = _best_output(forward(val_idx, False), labels[val_idx])
+        val_f1s.append(f1)
+        best = (f1, 0, copy.deepcopy(state.state_dict()))
+    since_best, steps = 0, 0
+    for _ in tqdm(range(args.epochs), desc="train", leave=False):
+        order = train_idx[torch.randperm(len(train_idx), generator=generator)]
+        epoch_losses = []
+        for rows in _batches(order, args.batch_size):
+            logits = forward(rows, True)
+            loss = nn.functional.cross_entropy(logits, labels[rows].to(logits.device),
+                                               weight=None if weight is None else weight.to(logits.device))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            steps += 1
+            epoch_losses.append(loss.item())
+        losses.append(float(np.mean(epoch_losses)))
+        if after_epoch is not None:
+            after_epoch()
+        f1, output = _best_output(forward(val_idx, False), labels[val_idx])
+        val_f1s.append(f1)
+        if f1 > best[0]:
+            best, best_output, since_best = (f1, len(val_f1s) - 1, copy.deepcopy(state.state_dict())), output, 0
+        else:
+            since_best += 1
+            if args.early_stopping_patience and since_best >= args.early_stopping_patience:
+                break
+    state.load_state_dict(best[2])
+    return {"train_loss_curve": losses, "val_macro_f1_curve": val_f1s, "best_epoch": best[1],
+            "val_macro_f1": best[0], "epochs_run": len(losses), "steps": steps,
+            "stopped_early": len(losses) < args.epochs, "best_output": best_output}
 
 
 def finetune(
@@ -117,23 +201,34 @@ def finetune(
     device: str | torch.device = "cpu",
     **overrides,
 ) -> dict:
-    """Fine-tune a cell classifier; select the epoch on validation macro-F1, then score test once.
+    """Fine-tune a cell classifier with :func:`train_classifier`; select on validation macro-F1, then score
+    test once.
+
+    A wide & deep model (`config.wide_path`) is trained in two stages: its wide path is fitted first as
+    logistic regression (:func:`omnicelltosg.train.wide.fit_wide_path`, `C` chosen on validation) and frozen;
+    then the graph part (whose output starts at zero) is trained on its OWN cross-entropy (on small cohorts
+    the fitted linear model already separates the training cells, so a graph part trained on the sum's
+    loss has nothing left to learn — measured on Kang cell type: validation macro-F1 never moved). Each
+    epoch is scored on validation twice, as the sum (`config.wide_weight = 1`) and as the graph part alone
+    (`wide_weight = 0`); the best (epoch, readout) is kept and `config.wide_weight` set to it, the fitted
+    linear model itself being the "epoch 0" candidate. A wide-only model (`deep_path=False`) is the fitted
+    linear model.
 
     Args:
         model: a [`CellTOSGForCellClassification`] (e.g. from a pretraining checkpoint).
         expression: float32 `[M, Nt]`; measured_mask: bool `[M, Nt]`; labels: LongTensor `[M]`.
         graph: the shared [`TOSGGraph`].
-        args: epochs, batch size, learning rate and seed (default `FinetuningArguments()`).
+        args: the training budget (default `FinetuningArguments()`).
         train_idx, val_idx, test_idx: disjoint row indices (array-like of int) into the `M` cells.
         device: where to train.
         **overrides: `FinetuningArguments` fields replacing those of `args` (`TypeError` on unknown names).
 
     Returns:
-        dict with `train_loss_curve` (mean loss per epoch), `val_macro_f1_curve`, `best_epoch` (0-based,
-        argmax of validation macro-F1) and its `val_macro_f1`, test `accuracy`, `macro_f1`,
+        the dict of :func:`train_classifier` (its `best_output`: the selected `wide_weight`, or None) plus
+        `wide` ({"C", "val_macro_f1"} of the fitted linear path, or None), test `accuracy`, `macro_f1`,
         `test_predictions` (numpy int `[len(test_idx)]`) and `test_probabilities` (numpy float
-        `[len(test_idx), num_labels]`, softmax) from the best-on-validation weights, which are left
-        loaded in `model`.
+        `[len(test_idx), num_labels]`, softmax) from the best-on-validation weights, which are left loaded
+        in `model` (with `config.wide_weight` set to the selected readout).
 
     Raises:
         ValueError: empty training or validation indices, overlapping splits, an inconsistent graph.
@@ -142,35 +237,55 @@ def finetune(
     train_idx, val_idx, test_idx = _split_indices(train_idx, val_idx, test_idx)
     graph.validate()
     torch.manual_seed(args.seed)
-    generator = torch.Generator().manual_seed(args.seed)
     graph = graph.to(device)
     model.to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate)
-    train_losses, val_f1s, best_f1, best_state, best_epoch = [], [], -1.0, None, -1
-    for epoch in tqdm(range(args.epochs), desc="finetune", leave=False):
-        order = train_idx[torch.randperm(len(train_idx), generator=generator)]
-        train_losses.append(_train_epoch(model, optimizer, expression, measured_mask, labels, graph, order,
-                                         args.batch_size, device))
-        recalib = train_idx[torch.randperm(len(train_idx), generator=generator)]
-        recalibrate_batchnorm(model, expression[recalib], measured_mask[recalib], graph, batch_size=args.batch_size,
+    wide = None
+    if model.config.wide_path:
+        wide = fit_wide_path(model, expression, measured_mask, labels, train_idx=train_idx, val_idx=val_idx,
+                             class_weighted=args.class_weighted)
+        model.wide.requires_grad_(False)
+
+    def forward(rows: Tensor, train: bool) -> Tensor:
+        if train:  # the graph part learns on its own loss: a fitted wide path would leave it no residual
+            model.train()
+            out = model(expression[rows].to(device), graph, measured_mask=measured_mask[rows].to(device))
+            return out.logits if out.deep_logits is None else out.deep_logits
+        if not (model.config.wide_path and model.config.deep_path):
+            return predict(model, expression[rows], measured_mask[rows], graph, args.batch_size, device)
+        outputs = {}
+        for weight in WIDE_WEIGHTS:  # wide & deep, and the graph part alone: chosen on validation
+            model.config.wide_weight = weight
+            outputs[weight] = predict(model, expression[rows], measured_mask[rows], graph, args.batch_size, device)
+        return outputs
+
+    def recalibrate() -> None:
+        order = train_idx[torch.randperm(len(train_idx), generator=recalibration)]
+        recalibrate_batchnorm(model, expression[order], measured_mask[order], graph, batch_size=args.batch_size,
                               device=device)
-        val_pred = predict(model, expression[val_idx], measured_mask[val_idx], graph, args.batch_size, device).argmax(-1)
-        val_f1s.append(float(f1_score(labels[val_idx].cpu().numpy(), val_pred.numpy(), average="macro")))
-        if val_f1s[-1] > best_f1:
-            best_f1, best_epoch, best_state = val_f1s[-1], epoch, copy.deepcopy(model.state_dict())
-    model.load_state_dict(best_state)
+
+    recalibration = torch.Generator().manual_seed(args.seed + 1)
+    if model.config.deep_path:
+        res = train_classifier(model.parameters(), forward, labels, args, train_idx=train_idx, val_idx=val_idx,
+                               state=model, num_classes=model.config.num_labels, after_epoch=recalibrate,
+                               select_initial=model.config.wide_path)
+        if res["best_output"] is not None:
+            model.config.wide_weight = res["best_output"]
+    else:  # the linear model alone: nothing left to train
+        val = _val_macro_f1(forward(val_idx, False), labels[val_idx])
+        res = {"train_loss_curve": [], "val_macro_f1_curve": [val], "best_epoch": 0, "val_macro_f1": val,
+               "epochs_run": 0, "steps": 0, "stopped_early": False, "best_output": None}
+    if model.wide is not None:
+        model.wide.requires_grad_(True)
     test_logits = predict(model, expression[test_idx], measured_mask[test_idx], graph, args.batch_size, device)
     test_pred, truth = test_logits.argmax(-1).numpy(), labels[test_idx].cpu().numpy()
     return {
-        "train_loss_curve": train_losses,
-        "val_macro_f1_curve": val_f1s,
-        "best_epoch": best_epoch,
+        **res,
+        "wide": wide,
         "accuracy": float(accuracy_score(truth, test_pred)) if len(truth) else float("nan"),
         "macro_f1": float(f1_score(truth, test_pred, average="macro")) if len(truth) else float("nan"),
-        "val_macro_f1": best_f1,
         "test_predictions": test_pred,
         "test_probabilities": torch.softmax(test_logits, dim=-1).numpy(),
     }
 
 
-__all__ = ["finetune", "predict", "recalibrate_batchnorm"]
+__all__ = ["finetune", "train_classifier", "predict", "recalibrate_batchnorm"]

@@ -40,13 +40,15 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class PretrainingBatch:
     """One step's draw: `cells` LongTensor `[B]` (rows of the expression matrix), `positives` `[2, M]`
-    (masked training pairs), `visible` `[2, E_train - M]` (the pairs messages pass over) and
-    `negatives` `[2, M']` (sampled non-interacting pairs); all on CPU, global node indices."""
+    (masked training pairs), `visible` `[2, E_train - M]` (the pairs messages pass over), `negatives`
+    `[2, M']` (sampled non-interacting pairs), all on CPU, global node indices; and `gene_noise` float
+    `[B, Nt]` uniform draws (a measured gene is masked where its draw is below `gene_mask_ratio`) or None."""
 
     cells: Tensor
     positives: Tensor
     visible: Tensor
     negatives: Tensor
+    gene_noise: Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,7 @@ class MaskedEdgeTask:
         protein_range: `(Nt, Nt + Np)`, the global index range of protein nodes.
         num_masked: training pairs masked per step, `max(1, round(mask_ratio · E_train))`.
         negatives: the kind of training negatives (`PretrainingArguments.negatives`).
+        gene_mask_ratio: fraction of measured genes masked per cell and step (0 = no masked-expression loss).
     """
 
     train_edges: Tensor
@@ -70,6 +73,7 @@ class MaskedEdgeTask:
     protein_range: tuple[int, int]
     num_masked: int
     negatives: str
+    gene_mask_ratio: float = 0.0
 
     @classmethod
     def build(cls, graph: TOSGGraph, args: PretrainingArguments, device: str | torch.device) -> MaskedEdgeTask:
@@ -80,7 +84,8 @@ class MaskedEdgeTask:
         return cls(train_edges=train_edges, test_edges=test_edges,
                    train_graph=replace(graph, ppi_edge_index=train_edges).to(device),
                    all_pairs=graph.ppi_edge_index.cpu(), protein_range=(graph.num_transcripts, graph.num_nodes),
-                   num_masked=max(1, int(round(args.mask_ratio * train_edges.size(1)))), negatives=args.negatives)
+                   num_masked=max(1, int(round(args.mask_ratio * train_edges.size(1)))), negatives=args.negatives,
+                   gene_mask_ratio=args.gene_mask_ratio)
 
     @property
     def num_nodes(self) -> int:
@@ -97,15 +102,31 @@ class MaskedEdgeTask:
         positives = self.train_edges[:, perm[: self.num_masked]]
         negatives = sample_training_negatives(positives, self.train_edges, self.all_pairs, self.num_nodes,
                                               self.protein_range, self.negatives, generator)
-        return PretrainingBatch(cells, positives, self.train_edges[:, perm[self.num_masked :]], negatives)
+        noise = (torch.rand(len(cells), self.protein_range[0], generator=generator) if self.gene_mask_ratio > 0
+                 else None)
+        return PretrainingBatch(cells, positives, self.train_edges[:, perm[self.num_masked :]], negatives, noise)
 
     def forward(self, model: CellTOSGForPreTraining, batch: PretrainingBatch, expression: Tensor,
                 measured_mask: Tensor, device: str | torch.device) -> CellTOSGForPreTrainingOutput:
         """The model's losses on `batch`: its cells encoded on the visible pairs, its positives scored
-        against its negatives; degree targets come from the visible pairs (held-out pairs excluded)."""
+        against its negatives; degree targets come from the visible pairs (held-out pairs excluded); with
+        `gene_noise`, the measured genes drawn below `gene_mask_ratio` are hidden and predicted."""
+        measured = measured_mask[batch.cells]
+        masked = None if batch.gene_noise is None else (measured & (batch.gene_noise < self.gene_mask_ratio)).to(device)
         return model(expression[batch.cells].to(device), self.train_graph, batch.positives.to(device),
-                     batch.negatives.to(device), measured_mask=measured_mask[batch.cells].to(device),
-                     ppi_edge_index=batch.visible.to(device))
+                     batch.negatives.to(device), measured_mask=measured.to(device),
+                     ppi_edge_index=batch.visible.to(device), masked_genes=masked)
+
+
+def check_objective(model: CellTOSGForPreTraining, args: PretrainingArguments) -> None:
+    """`ValueError` unless gene masking (`args.gene_mask_ratio > 0`) and the model's masked-expression head
+    (`config.expression_loss_weight > 0`) come together: a head without masking would train nothing (and
+    DistributedDataParallel refuses parameters without a gradient), masking without a head has no loss."""
+    has_head = model.config.expression_loss_weight > 0
+    if has_head != (args.gene_mask_ratio > 0):
+        raise ValueError(f"gene_mask_ratio={args.gene_mask_ratio} with expression_loss_weight="
+                         f"{model.config.expression_loss_weight}: masked-expression modelling needs both > 0 "
+                         f"(or both 0 for edge masking alone).")
 
 
 def check_expression(expression: Tensor, measured_mask: Tensor) -> None:
@@ -149,7 +170,8 @@ def pretrain(
     log_every: int = 10,
     **overrides,
 ) -> dict:
-    """Self-supervised pretraining by masked PPI edge reconstruction + degree regression.
+    """Self-supervised pretraining by masked PPI edge reconstruction + degree regression (+ masked-expression
+    modelling when `args.gene_mask_ratio > 0`).
 
     Args:
         model: a [`CellTOSGForPreTraining`].
@@ -163,24 +185,27 @@ def pretrain(
         **overrides: `PretrainingArguments` fields replacing those of `args` (`TypeError` on unknown names).
 
     Returns:
-        dict with `loss_curve` (per-step loss), `edge_loss_curve`, `degree_loss_curve`; `evaluation`:
+        dict with `loss_curve` (per-step loss), `edge_loss_curve`, `degree_loss_curve`,
+        `expression_loss_curve` (empty without gene masking); `evaluation`:
         held-out pairs (absent from the graph throughout) against as many random and as many
         degree-matched negatives, each with AUROC / AP / Hits@50 (:func:`evaluate_link_prediction`);
         `auroc`, `ap` (random negatives); `train_edges`, `test_edges` (for baselines on the same pairs);
         `n_train_edges`, `n_test_edges`, `n_cells`, `seconds_per_step`.
 
     Raises:
-        ValueError: `expression` and `measured_mask` differ in shape, or the graph is inconsistent.
+        ValueError: `expression` and `measured_mask` differ in shape, the graph is inconsistent, or gene
+            masking and the model's expression head do not come together (:func:`check_objective`).
     """
     args = (args or PretrainingArguments()).with_overrides(**overrides)
     check_expression(expression, measured_mask)
+    check_objective(model, args)
     task = MaskedEdgeTask.build(graph, args, device)
     torch.manual_seed(args.seed)
     generator = torch.Generator().manual_seed(args.seed)
     num_cells = expression.size(0)
     model.to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate)
-    curves = {"loss_curve": [], "edge_loss_curve": [], "degree_loss_curve": []}
+    curves = {"loss_curve": [], "edge_loss_curve": [], "degree_loss_curve": [], "expression_loss_curve": []}
     start = time.perf_counter()
     for step in tqdm(range(args.steps), desc="pretrain", leave=False):
         out = task.forward(model, task.draw_batch(num_cells, args.batch_size, generator), expression, measured_mask,
@@ -191,6 +216,8 @@ def pretrain(
         curves["loss_curve"].append(out.loss.item())
         curves["edge_loss_curve"].append(out.edge_loss.item())
         curves["degree_loss_curve"].append(out.degree_loss.item())
+        if out.expression_loss is not None:
+            curves["expression_loss_curve"].append(out.expression_loss.item())
         if log_every and (step + 1) % log_every == 0:
             logger.info("pretrain step %d/%d loss %.4f", step + 1, args.steps,
                         np.mean(curves["loss_curve"][-log_every:]))
@@ -211,4 +238,4 @@ def pretrain(
     }
 
 
-__all__ = ["pretrain", "MaskedEdgeTask", "PretrainingBatch", "check_expression"]
+__all__ = ["pretrain", "MaskedEdgeTask", "PretrainingBatch", "check_expression", "check_objective"]

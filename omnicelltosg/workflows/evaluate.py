@@ -3,22 +3,28 @@ scored once on test, repeated over seeds, with statistics that say where CellTOS
 
 Models (paper §2.4 and ARCHITECTURE.md §7; :data:`omnicelltosg.tasks.GRAPH_MODELS`):
 
-==========================  ==========  ======================  ===========
-name                        layers      node identity            pretrained
-==========================  ==========  ======================  ===========
-``celltosg_fm``             GAT         text priors (MiniLM)     yes (PPI edge masking)
-``celltosg_scratch``        GAT         text priors              no  — does pretraining help?
-``celltosg_no_priors``      GAT         learned node embedding   yes — do the priors help?
-``gcn`` / ``gat`` / ``unimp``  GCN / GAT / UniMP  learned node embedding  no (GNN baselines)
-``mlp``                     expression  —                        no (the paper's DNN)
-``logistic_regression``     expression  —                        no
-``majority_class``          —           —                        no
-==========================  ==========  ======================  ===========
+==========================  ============  ====================  ==========  =============================
+name                        architecture  node identity         pretrained  what it tests
+==========================  ============  ====================  ==========  =============================
+``celltosg_fm``             v2 (GAT)      text priors (MiniLM)  yes         CellTOSG-FM (wide & deep)
+``celltosg_wide_only``      v2, no graph  —                     no          the linear path alone
+``celltosg_deep_only``      v2, no wide   text priors           yes         the graph part alone
+``celltosg_no_priors``      v2 (GAT)      learned embedding     yes         do the priors help?
+``celltosg_scratch``        v2 (GAT)      text priors           no          does pretraining help?
+``celltosg_v1``             v1 (GAT)      text priors           yes         the paper-style design
+``gcn`` / ``gat`` / ``unimp``  v1           learned embedding     no          GNN baselines
+``mlp``                     expression    —                     no          the paper's DNN
+``logistic_regression``     expression    —                     no          linear baseline
+``majority_class``          —             —                     no          chance
+==========================  ============  ====================  ==========  =============================
 
-Graph models are fine-tuned with :func:`omnicelltosg.train.finetune` (epoch chosen on validation
-macro-F1) for each learning rate of :attr:`EvaluationSettings.learning_rates` (the best on validation is
-kept); expression baselines are in :mod:`omnicelltosg.evaluation.baselines`. Pretraining runs once per
-split, layer type and node identity on every meta-cell of the dataset EXCEPT that split's test meta-cells.
+Every model trained by gradient descent (graph models and the MLP) gets the same budget,
+:attr:`EvaluationSettings.finetuning` (epoch cap, early stopping on validation macro-F1, AdamW with weight
+decay, warm-up + cosine schedule, optional class weights) for each learning rate of
+:attr:`EvaluationSettings.learning_rates` (the best on validation kept); logistic regression gets its
+``C`` grid, solved to convergence. Expression baselines are in :mod:`omnicelltosg.evaluation.baselines`.
+Pretraining runs once per split, architecture, layer type and node identity on every meta-cell of the
+dataset EXCEPT that split's test meta-cells.
 
 A run = (split variant, seed) of a :class:`~omnicelltosg.tasks.TaskSpec`. Split variants are
 ``load_cohort`` arguments: split seeds, or explicit ``test_donors`` (e.g. Kang: each of the two donors as
@@ -38,36 +44,41 @@ import pandas as pd
 import torch
 
 from dataset_script.files import atomic_directory, atomic_file, atomic_write_text
-from omnicelltosg.evaluation.baselines import EXPRESSION_BASELINES, MLP_EPOCHS, ModelRun
+from omnicelltosg.evaluation.baselines import EXPRESSION_BASELINES, ModelRun
 from omnicelltosg.evaluation.metrics import (
     above_chance,
     bootstrap_difference,
     classification_metrics,
     paired_test,
 )
-from omnicelltosg.tasks import FM, GRAPH_MODELS, TaskSpec
+from omnicelltosg.tasks import ABLATIONS, FM, GRAPH_MODELS, TaskSpec
 from omnicelltosg.train import FinetuningArguments, PretrainingArguments
+
+#: Fine-tuning learning rates an evaluation tries for every model trained by gradient descent (graph models
+#: and the MLP), the best on validation kept.
+LEARNING_RATE_GRID = (1e-3, 3e-3, 1e-2)
 
 
 @dataclass(frozen=True)
 class EvaluationSettings:
-    """How the models of an evaluation are trained; the same for every graph model.
+    """How the models of an evaluation are trained: ONE budget for every model trained by gradient descent.
 
     Attributes:
         pretraining: the per-split masked-edge pretraining (its ``seed`` is replaced by the split's seed).
-        finetuning: fine-tuning of the graph models (its ``seed`` is replaced by the run's seed and its
-            ``learning_rate`` by each of :attr:`learning_rates`).
-        learning_rates: fine-tuning learning rates tried per graph model and run, the best on validation
-            kept; None = ``finetuning.learning_rate`` only.
-        mlp_epochs: epochs of the MLP baseline.
+        finetuning: the training budget of the graph models AND the MLP baseline (epoch cap, early
+            stopping, weight decay, warm-up + cosine schedule, class weights; its ``seed`` is replaced by
+            the run's seed and its ``learning_rate`` by each of :attr:`learning_rates`); logistic regression
+            takes its ``class_weighted``.
+        learning_rates: learning rates tried per model and run, the best on validation kept; None =
+            ``finetuning.learning_rate`` only.
         model: ``CellTOSGConfig`` fields set for every graph model (default: none, the config's defaults);
-            each model's ``layer_type`` and ``prior_source`` come from :data:`omnicelltosg.tasks.GRAPH_MODELS`.
+            each model's architecture, ``layer_type`` and ``prior_source`` come from
+            :data:`omnicelltosg.tasks.GRAPH_MODELS`.
     """
 
     pretraining: PretrainingArguments = field(default_factory=PretrainingArguments)
     finetuning: FinetuningArguments = field(default_factory=FinetuningArguments)
-    learning_rates: tuple[float, ...] | None = None
-    mlp_epochs: int = MLP_EPOCHS
+    learning_rates: tuple[float, ...] | None = LEARNING_RATE_GRID
     model: Mapping = field(default_factory=dict)
 
     def learning_rate_grid(self) -> tuple[float, ...]:
@@ -160,14 +171,14 @@ def _pretrain(dataset: Path, graph, variant: _Variant, model_spec: dict, setting
     from modeling_celltosg import CellTOSGConfig, CellTOSGForPreTraining
     from omnicelltosg.train import pretrain
 
-    layer_type, prior_source = model_spec["layer_type"], model_spec["prior_source"]
-    ckpt = out / "checkpoints" / f"split{variant.index}" / f"pretrained_{layer_type}_{prior_source}"
+    layer_type, prior_source, arch = model_spec["layer_type"], model_spec["prior_source"], model_spec["architecture"]
+    ckpt = out / "checkpoints" / f"split{variant.index}" / f"pretrained_{arch}_{layer_type}_{prior_source}"
     if (ckpt / "config.json").exists():  # resume
         return ckpt
     cells = load_cells(dataset)
     keep = [i for i, cid in enumerate(cells["cell_id"]) if cid not in variant.test_ids]
     x, m = expression_tensors(cells.select(keep), graph.num_transcripts, gene_panels(dataset))
-    config = CellTOSGConfig.for_graph(graph, layer_type=layer_type, prior_source=prior_source, **settings.model)
+    config = CellTOSGConfig.for_graph(graph, **_model_config(model_spec, settings))
     seed = int(variant.split.get("seed", variant.index))
     torch.manual_seed(seed)  # the initial weights too: without it a rerun pretrains a different model
     model = CellTOSGForPreTraining(config)
@@ -175,6 +186,16 @@ def _pretrain(dataset: Path, graph, variant: _Variant, model_spec: dict, setting
     with atomic_directory(ckpt) as tmp:
         model.save_pretrained(tmp)
     return ckpt
+
+
+def _model_config(model_spec: dict, settings: EvaluationSettings, *, head: bool = False) -> dict:
+    """``CellTOSGConfig`` fields of a :data:`GRAPH_MODELS` entry: its architecture variant, layer type and node
+    identity, the evaluation's common ``settings.model``, and (``head=True``) its classifier switches."""
+    from modeling_celltosg.configuration_celltosg import ARCHITECTURES
+
+    fields_ = {**ARCHITECTURES[model_spec["architecture"]], "layer_type": model_spec["layer_type"],
+               "prior_source": model_spec["prior_source"], **settings.model}
+    return {**fields_, **(model_spec.get("head", {}) if head else {})}
 
 
 def _graph_model_run(name: str, variant: _Variant, graph, pretrained: Path | None, settings: EvaluationSettings,
@@ -197,12 +218,11 @@ def _graph_model_run(name: str, variant: _Variant, graph, pretrained: Path | Non
             verbosity = hf_logging.get_verbosity()
             hf_logging.set_verbosity_error()  # the new head's "MISSING" load report is expected here
             try:
-                model = CellTOSGForCellClassification.from_pretrained(pretrained, **labels)
+                model = CellTOSGForCellClassification.from_pretrained(pretrained, **labels, **spec.get("head", {}))
             finally:
                 hf_logging.set_verbosity(verbosity)
         else:
-            config = CellTOSGConfig.for_graph(graph, layer_type=spec["layer_type"], prior_source=spec["prior_source"],
-                                              **settings.model, **labels)
+            config = CellTOSGConfig.for_graph(graph, **_model_config(spec, settings, head=True), **labels)
             model = CellTOSGForCellClassification(config)
         res = finetune(model, variant.x, variant.m, variant.y, graph, settings.finetuning,
                        train_idx=cohort.splits["train"], val_idx=cohort.splits["validation"],
@@ -210,7 +230,10 @@ def _graph_model_run(name: str, variant: _Variant, graph, pretrained: Path | Non
         if best is None or res["val_macro_f1"] > best[0]["val_macro_f1"]:
             best = (res, lr, model)
     res, lr, model = best
-    run = ModelRun(name, res["val_macro_f1"], res["test_predictions"], res["test_probabilities"], {"lr": lr},
+    hparams = {"lr": lr, "epochs_run": res["epochs_run"], "steps": res["steps"],
+               **({"wide C": res["wide"]["C"]} if res["wide"] else {}),
+               **({"wide weight": res["best_output"]} if res.get("best_output") is not None else {})}
+    run = ModelRun(name, res["val_macro_f1"], res["test_predictions"], res["test_probabilities"], hparams,
                    best_epoch=res["best_epoch"],
                    curves={"train loss": res["train_loss_curve"], "validation macro-F1": res["val_macro_f1_curve"]},
                    seconds=time.perf_counter() - t0)
@@ -279,8 +302,8 @@ def _train_missing_runs(dataset: Path, spec: TaskSpec, settings: EvaluationSetti
                 else:
                     run = EXPRESSION_BASELINES[name](
                         variant.expression, variant.y.numpy(), variant.cohort.splits,
-                        num_classes=len(variant.cohort.label_names), seed=seed,
-                        **({"epochs": settings.mlp_epochs} if name == "mlp" else {}))
+                        num_classes=len(variant.cohort.label_names), seed=seed, training=settings.finetuning,
+                        learning_rates=settings.learning_rate_grid())
                 row, prediction = _result_row(spec, name, variant, seed, run)
                 progress.add(row, prediction, run.curves)
     return variants, umap_inputs, heatmap
@@ -403,6 +426,11 @@ def _update_model_card(checkpoint: Path, spec: TaskSpec, settings: EvaluationSet
                for k in ("macro_f1", "accuracy", "balanced_accuracy", "auroc")}
     if comparison.get("best_other"):
         metrics[f"best other model ({comparison['best_other']}) test macro-F1"] = comparison["best_other_macro_f1_mean"]
+    versus = comparison.get("vs_logistic_regression")
+    if versus and versus.get("bootstrap"):
+        b = versus["bootstrap"]
+        metrics["test macro-F1 − logistic regression (bootstrap 95% CI)"] = (
+            f"{b['mean_difference']:+.3f} [{b['ci_low']:+.3f}, {b['ci_high']:+.3f}]")
     write_model_card(checkpoint, name=f"fine-tuned: {spec.name}", config=CellTOSGConfig.from_pretrained(checkpoint),
                      pretraining=settings.pretraining,
                      dataset={"entity_version": info["entity_version"], "n_transcripts": info["n_transcripts"],
@@ -441,26 +469,41 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
     return summary.sort_values("macro_f1_mean", ascending=False).reset_index()
 
 
+def _fm_against(results: pd.DataFrame, predictions: dict, other: str) -> dict:
+    """CellTOSG-FM − ``other`` on the runs both completed: paired t-test over runs, bootstrap CI over test rows."""
+    fm = results[results["model"] == FM].set_index(["variant", "seed"])["macro_f1"]
+    ot = results[results["model"] == other].set_index(["variant", "seed"])["macro_f1"]
+    common = fm.index.intersection(ot.index)
+    runs = [(predictions[(FM, v, s)]["truth"], predictions[(FM, v, s)]["pred"], predictions[(other, v, s)]["pred"])
+            for v, s in common if (FM, v, s) in predictions and (other, v, s) in predictions]
+    return {"other": other, "fm_macro_f1_mean": float(fm.loc[common].mean()),
+            "other_macro_f1_mean": float(ot.loc[common].mean()),
+            "paired_t_test": paired_test(fm.loc[common].to_numpy(), ot.loc[common].to_numpy()),
+            "bootstrap": bootstrap_difference(runs) if runs else None}
+
+
 def compare_with_best(results: pd.DataFrame, predictions: dict) -> dict:
     """CellTOSG-FM against the best other model by mean TEST macro-F1 (the hardest competitor, chosen
-    after the fact on purpose: a conservative comparison for the FM), on the runs both completed."""
+    after the fact on purpose: a conservative comparison for the FM), on the runs both completed; also
+    against logistic regression (``vs_logistic_regression``: the issue's target) and against each of its
+    ablations (``ablations``). The ablations (:data:`omnicelltosg.tasks.ABLATIONS`, parts of the FM) are not
+    competitors: they are left out of ``ranking`` and ``best_other``."""
     if FM not in set(results["model"]):
         return {}
     means = results.groupby("model")["macro_f1"].mean()
-    others = means.drop(FM)
-    if others.empty:
-        return {}
-    best = str(others.idxmax())
-    fm = results[results["model"] == FM].set_index(["variant", "seed"])["macro_f1"]
-    ot = results[results["model"] == best].set_index(["variant", "seed"])["macro_f1"]
-    common = fm.index.intersection(ot.index)
-    runs = [(predictions[(FM, v, s)]["truth"], predictions[(FM, v, s)]["pred"], predictions[(best, v, s)]["pred"])
-            for v, s in common if (FM, v, s) in predictions and (best, v, s) in predictions]
-    return {"fm": FM, "best_other": best, "fm_macro_f1_mean": float(fm.mean()), "best_other_macro_f1_mean": float(ot.mean()),
-            "fm_wins": bool(fm.mean() > ot.mean()),
-            "paired_t_test": paired_test(fm.loc[common].to_numpy(), ot.loc[common].to_numpy()),
-            "bootstrap": bootstrap_difference(runs) if runs else None,
-            "ranking": [(str(k), float(val)) for k, val in means.sort_values(ascending=False).items()]}
+    competitors = means.drop([FM, *[m for m in ABLATIONS if m in means.index]])
+    out = {"fm": FM, "ablations": {m: _fm_against(results, predictions, m) for m in ABLATIONS if m in means.index}}
+    if "logistic_regression" in means.index:
+        out["vs_logistic_regression"] = _fm_against(results, predictions, "logistic_regression")
+    if competitors.empty:
+        return out
+    best = str(competitors.idxmax())
+    versus = _fm_against(results, predictions, best)
+    ranking = means.drop([m for m in ABLATIONS if m in means.index]).sort_values(ascending=False)
+    return {**out, "best_other": best, "fm_macro_f1_mean": float(means[FM]),
+            "best_other_macro_f1_mean": float(means[best]), "fm_wins": bool(means[FM] > means[best]),
+            "paired_t_test": versus["paired_t_test"], "bootstrap": versus["bootstrap"],
+            "ranking": [(str(k), float(val)) for k, val in ranking.items()]}
 
 
-__all__ = ["EvaluationSettings", "run_evaluation", "summarize", "compare_with_best", "cell_embeddings"]
+__all__ = ["EvaluationSettings", "LEARNING_RATE_GRID", "run_evaluation", "summarize", "compare_with_best", "cell_embeddings"]

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from dataset_script.files import atomic_file, atomic_write_text
+from omnicelltosg.tasks import ABLATIONS
 
 
 def _pm(mean, sd) -> str:
@@ -49,7 +50,10 @@ def _comparison_section(comparison: dict) -> list[str]:
     if not comparison.get("best_other"):
         return []
     t, b = comparison["paired_t_test"], comparison.get("bootstrap") or {}
+    tie = abs(comparison["fm_macro_f1_mean"] - comparison["best_other_macro_f1_mean"]) < 1e-9
     verdict = ("CellTOSG-FM has the highest mean test macro-F1." if comparison["fm_wins"] else
+               f"CellTOSG-FM ties with `{comparison['best_other']}` (mean test macro-F1 "
+               f"{comparison['fm_macro_f1_mean']:.3f}); it does not win." if tie else
                f"**CellTOSG-FM does not win**: `{comparison['best_other']}` has a higher mean test macro-F1 "
                f"({comparison['best_other_macro_f1_mean']:.3f} vs {comparison['fm_macro_f1_mean']:.3f}).")
     lines = ["## CellTOSG-FM vs the best other model", "", verdict, "",
@@ -64,6 +68,53 @@ def _comparison_section(comparison: dict) -> list[str]:
                      f"{b['mean_difference']:+.3f}, {int(b['level'] * 100)}% CI [{b['ci_low']:+.3f}, {b['ci_high']:+.3f}], "
                      f"p ≈ {b['p_two_sided']:.3g}")
     lines.append("- ranking (mean test macro-F1): " + ", ".join(f"{m} {v:.3f}" for m, v in comparison["ranking"]))
+    return lines
+
+
+def _versus_lines(title: str, versus: dict) -> list[str]:
+    t, b = versus["paired_t_test"], versus.get("bootstrap") or {}
+    ci = f"bootstrap 95% CI [{b['ci_low']:+.3f}, {b['ci_high']:+.3f}]" if b else "no bootstrap"
+    p = "n/a" if pd.isna(t["p_value"]) else f"{t['p_value']:.3g}"
+    return [f"| {title} | {versus['fm_macro_f1_mean']:.3f} | {versus['other_macro_f1_mean']:.3f} | "
+            f"{t['mean_difference']:+.3f} ({ci}) | {p} | {t['n']} |"]
+
+
+def _ablation_section(comparison: dict) -> list[str]:
+    """CellTOSG-FM against logistic regression (the target) and against each ablation (what each part adds)."""
+    rows = []
+    if comparison.get("vs_logistic_regression"):
+        rows += _versus_lines("logistic regression (target: FM − LR ≥ −0.01)", comparison["vs_logistic_regression"])
+    for model, versus in (comparison.get("ablations") or {}).items():
+        rows += _versus_lines(f"`{model}` (without the {ABLATIONS[model]})", versus)
+    if not rows:
+        return []
+    return ["## CellTOSG-FM vs logistic regression and its ablations", "",
+            "FM − other on the runs both completed (positive: the FM is better, i.e. the removed part helps).", "",
+            "| compared with | FM | other | FM − other | paired p | runs |", "|---|---|---|---|---|---|", *rows]
+
+
+def _budget_section(settings: dict, results: pd.DataFrame) -> list[str]:
+    """The training budget every model had, and what each used (epochs, optimiser steps, chosen settings)."""
+    ft = settings.get("finetuning", {})
+    lines = ["## Training budget", "",
+             f"Every model trained by gradient descent (graph models, MLP): epoch cap {ft.get('epochs')}, early "
+             f"stopping after {ft.get('early_stopping_patience')} epochs without a better validation macro-F1, "
+             f"AdamW (weight decay {ft.get('weight_decay')}), linear warm-up over {ft.get('warmup_fraction')} of "
+             f"the capped steps then cosine decay, batch {ft.get('batch_size')}, class-weighted loss "
+             f"{ft.get('class_weighted')}, learning rates {settings.get('learning_rates')} (best on validation). "
+             f"Logistic regression: its `C` grid, solved to convergence. Wide & deep models fit their linear path "
+             f"the same way, then train the graph part.", "",
+             "| model | chosen learning rates | epochs run (mean) | optimiser steps (mean, selected lr) | chosen C |",
+             "|---|---|---|---|---|"]
+    for model, group in results.groupby("model", sort=False):
+        hp = [json.loads(h) for h in group["hparams"]]
+        lrs = sorted({h["lr"] for h in hp if "lr" in h})
+        epochs = [h["epochs_run"] for h in hp if "epochs_run" in h]
+        steps = [h["steps"] for h in hp if "steps" in h]
+        cs = sorted({h.get("C", h.get("wide C")) for h in hp if "C" in h or "wide C" in h})
+        lines.append(f"| {model} | {', '.join(map(str, lrs)) or '–'} | "
+                     f"{np.mean(epochs):.1f} | {np.mean(steps):.0f} | {', '.join(map(str, cs)) or '–'} |"
+                     if epochs else f"| {model} | {', '.join(map(str, lrs)) or '–'} | – | – | {', '.join(map(str, cs)) or '–'} |")
     return lines
 
 
@@ -125,19 +176,21 @@ def write_evaluation_report(spec, settings: dict, cohorts: dict, results: pd.Dat
     """
     info = json.loads((Path(dataset) / "build_info.json").read_text())
     label = spec.label_column or spec.task
-    n_runs = len(spec.split_variants) * len(spec.seeds)
+    runs = results[["variant", "seed"]].drop_duplicates()
+    n_runs = len(runs)
     lines = [f"# Evaluation: {spec.name}", "",
              f"Dataset `{dataset}` (entity table `{info.get('entity_version')}`, {info.get('n_metacells')} meta-cells). "
              f"Cohort: `{json.dumps(spec.conditions)}` → `{label}`. "
-             f"{len(spec.split_variants)} split variant(s) × seeds {spec.seeds} = {n_runs} runs per model.", ""]
+             f"{len(spec.split_variants)} split variant(s); {n_runs} runs (split variant, seed) completed: "
+             + ", ".join(f"{v}/{s}" for v, s in runs.itertuples(index=False)) + ".", ""]
     if spec.note:
         lines += [f"> {spec.note}", ""]
     lines += ["Every model sees the same split in a run; checkpoints (epochs) and hyper-parameters are chosen on "
               "validation macro-F1 only; test is scored once.", ""]
     n_classes = len(next(iter(cohorts.values())).label_names)
     for section in (_splits_section(spec, cohorts), _results_section(summary, comparison),
-                    _comparison_section(comparison), _chance_section(spec, comparison, n_classes),
-                    _per_class_section(results, summary)):
+                    _comparison_section(comparison), _ablation_section(comparison), _budget_section(settings, results),
+                    _chance_section(spec, comparison, n_classes), _per_class_section(results, summary)):
         if section:
             lines += section + [""]
     lines += ["## Settings", "", "```json", json.dumps(settings, indent=1), "```", ""]
@@ -180,11 +233,39 @@ def cross_task_table(task_dirs: list[Path]) -> pd.DataFrame:
                                                      summary.loc[ranking[0], "macro_f1_mean"] if fm is None else None),
                "difference": boot.get("mean_difference"), "ci_low": boot.get("ci_low"), "ci_high": boot.get("ci_high"),
                "paired_p": paired.get("p_value"), "fm_wins": comparison.get("fm_wins")}
+        lr = comparison.get("vs_logistic_regression") or {}
+        lr_boot = lr.get("bootstrap") or {}
+        row.update({"fm_minus_lr": (lr.get("paired_t_test") or {}).get("mean_difference"),
+                    "fm_minus_lr_ci_low": lr_boot.get("ci_low"), "fm_minus_lr_ci_high": lr_boot.get("ci_high")})
+        for model, versus in (comparison.get("ablations") or {}).items():
+            row[f"fm_minus[{model}]"] = versus["paired_t_test"]["mean_difference"]
         for model in summary.index:
             row[f"macro_f1[{model}]"] = summary.loc[model, "macro_f1_mean"]
             row[f"macro_f1_sd[{model}]"] = summary.loc[model, "macro_f1_sd"]
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _target_and_ablation_tables(table: pd.DataFrame, ablations: list[str]) -> list[str]:
+    """Markdown: FM − logistic regression per task (the target: ≥ −0.01 with the CI reaching 0) and the
+    ablation table (each ablation's mean macro-F1; FM − ablation in brackets)."""
+    lines = []
+    if "fm_minus_lr" in table.columns:
+        lines += ["", "## CellTOSG-FM vs logistic regression (target: FM − LR ≥ −0.01, bootstrap CI reaching ≥ 0)", "",
+                  "| task | FM − LR | bootstrap 95% CI | target met? |", "|---|---|---|---|"]
+        for _, r in table[table["fm_minus_lr"].notna()].iterrows():
+            met = r["fm_minus_lr"] >= -0.01 and r["fm_minus_lr_ci_high"] >= 0
+            lines.append(f"| {r['task']} | {r['fm_minus_lr']:+.3f} | [{r['fm_minus_lr_ci_low']:+.3f}, "
+                         f"{r['fm_minus_lr_ci_high']:+.3f}] | {'yes' if met else '**no**'} |")
+    if ablations:
+        lines += ["", "## Ablations (test macro-F1 mean ± sd; FM − ablation in brackets: > 0 = the removed part helps)",
+                  "", "| task | CellTOSG-FM | " + " | ".join(f"{m} (no {ABLATIONS[m].split(' (')[0]})" for m in ablations)
+                  + " |", "|---|---|" + "---|" * len(ablations)]
+        for _, r in table.iterrows():
+            cells = [f"{_pm(r[f'macro_f1[{m}]'], r[f'macro_f1_sd[{m}]'])} ({r.get(f'fm_minus[{m}]', np.nan):+.3f})"
+                     if not pd.isna(r.get(f"macro_f1[{m}]", np.nan)) else "n/a" for m in ablations]
+            lines.append(f"| {r['task']} | {_pm(r['fm_macro_f1'], r['fm_macro_f1_sd'])} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def write_cross_task_table(task_dirs: list[Path], out: Path) -> tuple[Path, Path]:
@@ -197,6 +278,8 @@ def write_cross_task_table(task_dirs: list[Path], out: Path) -> tuple[Path, Path
     with atomic_file(csv_path) as tmp:
         table.to_csv(tmp, index=False)
     models = [c[len("macro_f1["):-1] for c in table.columns if c.startswith("macro_f1[")]
+    ablations = [m for m in models if m in ABLATIONS]
+    models = [m for m in models if m not in ABLATIONS]
     lines = ["# CellTOSG-FM against every model, all tasks (test macro-F1, mean ± sd over runs)", "",
              "| task | test level | runs | CellTOSG-FM | rank | best other model | FM − best (bootstrap 95% CI) | paired p | FM wins? |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -213,6 +296,7 @@ def write_cross_task_table(task_dirs: list[Path], out: Path) -> tuple[Path, Path
     lines += ["", "## Every model", "", "| task | " + " | ".join(models) + " |", "|---|" + "---|" * len(models)]
     for _, r in table.iterrows():
         lines.append(f"| {r['task']} | " + " | ".join(_pm(r[f'macro_f1[{m}]'], r[f'macro_f1_sd[{m}]']) for m in models) + " |")
+    lines += _target_and_ablation_tables(table, ablations)
     with_fm = table["fm_macro_f1"].notna()
     wins = int(table.loc[with_fm, "fm_wins"].astype(bool).sum())
     lines += ["", f"CellTOSG-FM has the highest mean test macro-F1 in {wins} of {int(with_fm.sum())} task(s) it ran in. "

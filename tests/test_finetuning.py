@@ -1,0 +1,110 @@
+"""The shared training loop, the wide (linear) path and the v2 expression encoding of CellTOSG-FM."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import f1_score
+from sklearn.utils.class_weight import compute_class_weight
+
+from modeling_celltosg import (
+    CellTOSGConfig,
+    CellTOSGForCellClassification,
+    CellTOSGModel,
+)
+from modeling_celltosg.configuration_celltosg import ARCHITECTURES
+from omnicelltosg.train import FinetuningArguments, finetune
+from omnicelltosg.train.finetuning import train_classifier
+from omnicelltosg.train.wide import balanced_class_weights
+from tests.test_model import toy_config, toy_graph
+
+
+def test_balanced_class_weights_match_sklearn():
+    y = torch.tensor([0, 0, 0, 1, 2, 2, 0, 1])
+    expected = compute_class_weight("balanced", classes=np.arange(3), y=y.numpy())
+    np.testing.assert_allclose(balanced_class_weights(y, 3).numpy(), expected, rtol=1e-6)
+    assert balanced_class_weights(y, 4)[3] == 0  # a class absent from training gets no weight
+
+
+def _toy_problem(seed=0, n=90):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, 3, generator=g) * 4
+    y = (x[:, 0] > x[:, 1]).long()
+    return x, torch.ones(n, 3, dtype=torch.bool), y
+
+
+def test_early_stopping_keeps_the_validation_best_epoch():
+    torch.manual_seed(0)
+    x, _, y = _toy_problem()
+    net = torch.nn.Linear(3, 2)
+    train_idx, val_idx = torch.arange(60), torch.arange(60, 90)
+
+    def forward(rows, train):
+        with torch.set_grad_enabled(train):
+            return net(x[rows])
+
+    args = FinetuningArguments(epochs=40, early_stopping_patience=3, batch_size=8, learning_rate=0.05)
+    res = train_classifier(net.parameters(), forward, y, args, train_idx=train_idx, val_idx=val_idx, state=net,
+                           num_classes=2)
+    curve = res["val_macro_f1_curve"]
+    assert res["best_epoch"] == int(np.argmax(curve)) and res["val_macro_f1"] == max(curve)
+    # the restored weights are the best epoch's: re-scoring validation gives its F1, not the last epoch's
+    rescored = f1_score(y[val_idx].numpy(), forward(val_idx, False).argmax(-1).numpy(), average="macro")
+    assert rescored == pytest.approx(curve[res["best_epoch"]])
+    # stopped after `patience` epochs without improvement (or ran to the cap)
+    assert res["epochs_run"] == len(curve) and res["steps"] == res["epochs_run"] * 8
+    if res["stopped_early"]:
+        assert res["epochs_run"] - 1 - res["best_epoch"] == 3
+        assert max(curve[res["best_epoch"] + 1:]) <= curve[res["best_epoch"]]
+
+
+def test_wide_and_deep_starts_as_its_linear_path():
+    torch.manual_seed(0)
+    model = CellTOSGForCellClassification(toy_config(num_labels=2)).eval()
+    x, m, _ = _toy_problem(n=6)
+    with torch.no_grad():
+        model.wide.weight.normal_()
+        out = model(x, toy_graph(), measured_mask=m)
+        np.testing.assert_allclose(out.logits.numpy(), model.wide(x).numpy(), atol=1e-6)  # deep output is 0
+    assert out.cell_embeddings.shape == (6, model.config.hidden_size)
+
+
+def test_gene_affine_encoding_keeps_magnitude():
+    """v2: a gene at value 3 and at value 6 gives clearly different node states; v1's LayerNorm fusion made
+    them almost parallel (the defect v2 fixes)."""
+    graph = toy_graph()
+    cosines = {}
+    for arch in ("v1", "v2"):
+        torch.manual_seed(0)
+        model = CellTOSGModel(toy_config(**ARCHITECTURES[arch])).eval()
+        with torch.no_grad():
+            states = model.embeddings(torch.tensor([[3.0, 1.0, 1.0], [6.0, 1.0, 1.0]]), None, graph)  # [N, 2, d]
+        cosines[arch] = float(torch.cosine_similarity(states[0, 0], states[0, 1], dim=0))
+        if arch == "v2":
+            assert (states[0, 1] - states[0, 0]).norm() > 0.5 * states[0, 0].norm()
+    assert cosines["v1"] > 0.99 > cosines["v2"]
+
+
+def test_finetune_wide_only_is_logistic_regression(built):
+    """The wide path alone (deep_path=False) reproduces scikit-learn's logistic regression on a real cohort."""
+    from dataset_script.cohorts.loader import load_cohort, load_graph
+
+    cohort = load_cohort(built[0], conditions={"dataset_id": "kang2018_muscat"}, task="condition",
+                         test_donors=["kang2018_muscat:101"], validation_by="meta-cell")
+    graph, _ = load_graph(built[0])
+    x, m, y = cohort.tensors()
+    config = CellTOSGConfig.for_graph(graph, num_labels=len(cohort.label_names), deep_path=False)
+    model = CellTOSGForCellClassification(config)
+    res = finetune(model, x, m, y, graph, train_idx=cohort.splits["train"], val_idx=cohort.splits["validation"],
+                   test_idx=cohort.splits["test"])
+    assert res["steps"] == 0 and res["wide"]["C"] in (0.01, 0.1, 1.0, 10.0)
+    measured = m.any(0).numpy()
+    features = x.numpy()[:, measured]  # the baseline's features: every measured gene, as evaluate passes them
+    ref = LogisticRegression(C=res["wide"]["C"], max_iter=10_000).fit(
+        features[cohort.splits["train"]], y.numpy()[cohort.splits["train"]])
+    test = cohort.splits["test"]
+    agreement = (ref.predict(features[test]) == res["test_predictions"]).mean()
+    assert agreement >= 0.99
+    np.testing.assert_allclose(res["test_probabilities"], ref.predict_proba(features[test]), atol=1e-3)
