@@ -20,6 +20,9 @@ os.environ["HF_DATASETS_CACHE"] = tempfile.mkdtemp(prefix="omnicelltosg-test-hf-
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 RECIPE = Path(__file__).resolve().parents[1] / "build" / "demo.yaml"
 
+#: The Kang 2018 muscat file (two donors, stim/control), relative to the data folder.
+KANG = "scrna/kang2018_ifnb_pbmc_1556cells_2donors_muscat.h5ad"
+
 requires_data = pytest.mark.skipif(not (DATA / "scrna").exists(),
                                    reason=f"real data folder {DATA} is absent (it sits beside the checkout in CI)")
 
@@ -42,6 +45,14 @@ def data_dir() -> Path:
     if not (DATA / "scrna").exists():
         pytest.skip(f"real data folder {DATA} is absent (it sits beside the checkout in CI)")
     return DATA
+
+
+@pytest.fixture(scope="session")
+def genes(data_dir):
+    """The gene table of the knowledge folder (symbols, aliases, Ensembl IDs)."""
+    from dataset_script.build.knowledge import load_gene_table
+
+    return load_gene_table(data_dir / "knowledge")
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,6 @@ import yaml
 
 from dataset_script.build.annotate import annotate, load_model, train_model
 from dataset_script.build.ingest import read_dataset
-from dataset_script.build.knowledge import load_gene_table
 from dataset_script.build.recipe import DatasetEntry, load_recipe
 from dataset_script.files import (
     MARKER,
@@ -31,14 +30,7 @@ from dataset_script.files import (
     remove_stale_temporaries,
 )
 
-from .conftest import RECIPE, small_recipe
-
-KANG = "scrna/kang2018_ifnb_pbmc_1556cells_2donors_muscat.h5ad"
-
-
-@pytest.fixture(scope="module")
-def genes(data_dir):
-    return load_gene_table(data_dir / "knowledge")
+from .conftest import KANG, RECIPE, small_recipe
 
 
 def _kang_entry(path, **extra) -> dict:

@@ -22,17 +22,10 @@ from dataset_script.build.development_stages import (
     parse_development_stage,
 )
 from dataset_script.build.ingest import read_dataset
-from dataset_script.build.knowledge import load_gene_table, resolve_gene_ids
+from dataset_script.build.knowledge import resolve_gene_ids
 from dataset_script.build.readers import detect_format, read_matrix
 
-from .conftest import RECIPE
-
-KANG = "scrna/kang2018_ifnb_pbmc_1556cells_2donors_muscat.h5ad"
-
-
-@pytest.fixture(scope="module")
-def genes(data_dir):
-    return load_gene_table(data_dir / "knowledge")
+from .conftest import KANG, RECIPE
 
 
 @pytest.fixture(scope="module")
