@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -111,6 +112,7 @@ def _kang_recipe(k: int, folder: Path) -> Path:
 
 def part_b(copies: list[int], work: Path) -> list[dict]:
     from dataset_script.build.pipeline import build_dataset
+    from dataset_script.build.prior_cache import DB_NAME
 
     rows = []
     for k in copies:
@@ -128,12 +130,12 @@ def part_b(copies: list[int], work: Path) -> list[dict]:
         rows.append({"copies": k, "n_cells": n_cells, "n_metacells": info["n_metacells"], "total_s": total,
                      "steps_s": steps, "cells_per_s": n_cells / total,
                      "cells_per_s_excluding_priors": n_cells / (total - steps["text_priors"] - steps["sequence_priors"])})
-        for f in (work / "cache_priors").glob("*-embeddings-*.npz"):  # later sizes reuse the priors
-            for kk in copies:
-                target = work / f"cache_x{kk}"
-                target.mkdir(exist_ok=True)
-                if not (target / f.name).exists():
-                    os.link(f, target / f.name)
+        priors = work / "cache_priors" / DB_NAME  # later sizes reuse the priors (the per-entity prior cache)
+        for kk in copies:
+            target = work / f"cache_x{kk}"
+            target.mkdir(exist_ok=True)
+            if priors.exists() and not (target / DB_NAME).exists():
+                shutil.copyfile(priors, target / DB_NAME)
     return rows
 
 

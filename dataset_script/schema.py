@@ -21,8 +21,10 @@ OBS_COLUMNS = (
 MAPPABLE_COLUMNS = ("donor_id", "sample_id", "condition", "cell_type", "sex", "age", "development_stage",
                     "tissue", "disease", "assay", "suspension_type")
 
-#: Columns a recipe may set as constants for a whole file.
-CONSTANT_COLUMNS = ("tissue", "disease", "condition", "assay", "suspension_type", "sex", "age", "development_stage")
+#: Columns a recipe may set as constants for a whole file (``cell_type``: a sorted or cultured population,
+#: mapped to the Cell Ontology like a column value; a CL label, synonym or ``CL:`` ID).
+CONSTANT_COLUMNS = ("cell_type", "tissue", "disease", "condition", "assay", "suspension_type", "sex", "age",
+                    "development_stage")
 
 #: Metadata that defines a meta-cell partition: meta-cells never mix these (ARCHITECTURE.md §3).
 PARTITION_KEYS = ("dataset_id", "donor_id", "sample_id", "condition")

@@ -21,6 +21,8 @@ PRIOR_SOURCES = ("text", "learned", "none")
 EXPRESSION_ENCODINGS = ("fusion", "gene_affine")
 #: How node states become one cell vector (`CellTOSGConfig.readout`).
 READOUTS = ("attention", "multi_query", "gene_wise")
+#: Which PPI edges carry messages (`CellTOSGConfig.ppi_scope`).
+PPI_SCOPES = ("all", "measured_neighbourhood")
 #: Named architecture variants: `CellTOSGConfig.for_graph(graph, **ARCHITECTURES["v1"])` rebuilds the
 #: paper-style design the project shipped first (frozen priors fused by attention and LayerNorm, messages
 #: transcript → protein only, one attention query, no linear path); "v2" is the class defaults.
@@ -83,6 +85,10 @@ class CellTOSGConfig(PreTrainedConfig):
             alone (ablation).
         wide_weight: factor on the wide path's logits in the sum (1 = wide & deep, 0 = the graph part alone);
             fine-tuning chooses it on validation.
+        ppi_scope: `"all"` PPI edges, or `"measured_neighbourhood"`: only edges between proteins whose gene the
+            batch measured and their direct PPI neighbours (an edge is dropped when an end lies two or more
+            hops from every measured gene's protein, where messages carry no expression, only priors).
+            Needs `measured_mask`; without one every gene counts as measured.
     """
 
     model_type = "celltosg"
@@ -111,6 +117,7 @@ class CellTOSGConfig(PreTrainedConfig):
     wide_path: bool = True
     deep_path: bool = True
     wide_weight: float = 1.0
+    ppi_scope: str = "all"
 
     @classmethod
     def for_graph(cls, graph, **kwargs) -> "CellTOSGConfig":
@@ -134,7 +141,8 @@ class CellTOSGConfig(PreTrainedConfig):
         if self.prior_source not in PRIOR_SOURCES:
             raise ValueError(f"prior_source={self.prior_source!r} is not supported; accepted values: "
                              f"{list(PRIOR_SOURCES)}.")
-        for name, accepted in (("expression_encoding", EXPRESSION_ENCODINGS), ("readout", READOUTS)):
+        for name, accepted in (("expression_encoding", EXPRESSION_ENCODINGS), ("readout", READOUTS),
+                               ("ppi_scope", PPI_SCOPES)):
             if getattr(self, name) not in accepted:
                 raise ValueError(f"{name}={getattr(self, name)!r} is not supported; accepted values: {list(accepted)}.")
         if self.num_readout_queries < 1 or (self.readout == "attention" and self.num_readout_queries != 1):

@@ -167,7 +167,8 @@ class CellTOSGPreTrainedModel(PreTrainedModel):
 
 def check_inputs(cfg: CellTOSGConfig, expression: Tensor, graph: TOSGGraph, measured_mask: Tensor | None) -> None:
     """Raise `ValueError` if `graph` (entity version, node counts, prior widths) or the batch (`expression`
-    `[B, Nt]` float, `measured_mask` bool `[B, Nt]` or None) does not match the configuration `cfg`."""
+    `[B, Nt]` float, finite; `measured_mask` bool `[B, Nt]` or None) does not match the configuration `cfg`,
+    or `expression` holds NaN/Inf (the message counts them and names the first rows)."""
     if cfg.entity_version and graph.entity_version != cfg.entity_version:
         raise ValueError(
             f"Graph entity_version {graph.entity_version!r} does not match the model's "
@@ -199,6 +200,15 @@ def check_inputs(cfg: CellTOSGConfig, expression: Tensor, graph: TOSGGraph, meas
         raise ValueError(
             f"measured_mask must be a bool tensor shaped like expression {tuple(expression.shape)}, got "
             f"{measured_mask.dtype} {tuple(measured_mask.shape)}."
+        )
+    finite = torch.isfinite(expression)
+    if not bool(finite.all()):
+        bad = ~finite
+        cells = bad.any(1).nonzero().flatten()[:5].tolist()
+        raise ValueError(
+            f"expression holds {int(bad.sum())} NaN/Inf value(s) in {int(bad.any(1).sum())} cell(s) (rows "
+            f"{cells}{' …' if int(bad.any(1).sum()) > 5 else ''}); the model needs finite log1p-normalised values. "
+            "Replace or drop them (a gene that was not measured is 0 with measured_mask False)."
         )
 
 
@@ -260,6 +270,9 @@ class CellTOSGModel(CellTOSGPreTrainedModel):
         self.check_inputs(expression, graph, measured_mask)
         hidden_states = self.embeddings(expression, measured_mask, graph)
         visible = graph.ppi_edge_index if ppi_edge_index is None else ppi_edge_index
+        if self.config.ppi_scope == "measured_neighbourhood" and measured_mask is not None:
+            visible = measured_neighbourhood_edges(visible, graph.internal_edge_index, measured_mask.any(0),
+                                                   graph.num_transcripts, graph.num_proteins)
         hidden_states, attentions, attention_edge_index = self.encoder(
             hidden_states, graph.internal_edge_index, visible, graph.num_transcripts, output_attentions
         )
@@ -274,6 +287,34 @@ class CellTOSGModel(CellTOSGPreTrainedModel):
 # ----------------------------------------------------------------------------------------------------------
 # Pretraining head: masked PPI edges + degree regression
 # ----------------------------------------------------------------------------------------------------------
+
+
+def measured_neighbourhood_edges(ppi_edge_index: Tensor, internal_edge_index: Tensor, measured: Tensor,
+                                 num_transcripts: int, num_proteins: int) -> Tensor:
+    """The PPI pairs between proteins of measured genes and their direct PPI neighbours (`ppi_scope =
+    "measured_neighbourhood"`).
+
+    Args:
+        ppi_edge_index: `[2, E]` undirected pairs (global protein indices); internal_edge_index: `[2, Ei]`
+            transcript → protein; measured: bool `[Nt]`, genes measured by any cell of the batch.
+
+    Returns: `[2, E']` the kept columns of `ppi_edge_index` (in order). The same tensor object is returned
+    for the same topology and measured set (memoised), so per-topology caches downstream stay valid.
+    """
+    key = ("measured_neighbourhood", hash(measured.cpu().numpy().tobytes()))
+
+    def build() -> Tensor:
+        n = num_transcripts + num_proteins
+        core = torch.zeros(n, dtype=torch.bool, device=ppi_edge_index.device)
+        src, dst = internal_edge_index
+        core[dst[measured.to(src.device)[src]]] = True  # proteins of measured genes
+        a, b = ppi_edge_index
+        near = core.clone()
+        near[a[core[b]]] = True  # their direct neighbours
+        near[b[core[a]]] = True
+        return ppi_edge_index[:, near[a] & near[b]].contiguous()
+
+    return memoize_on_topology(ppi_edge_index, key, build)
 
 
 def protein_log_degree(ppi_edge_index: Tensor, num_transcripts: int, num_proteins: int) -> Tensor:

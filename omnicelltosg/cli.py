@@ -1,6 +1,7 @@
 """``omnicelltosg`` command line: ``build`` a dataset from a recipe, run the end-to-end ``demo``, ``pretrain``
 one model (Accelerate), run the masked-edge ``pretrain-sweep``, ``evaluate`` every model on the same splits,
-run the ``signaling`` analysis of a fine-tuned model, ``predict`` labels and embeddings of a user's AnnData."""
+run the ``signaling`` analysis of a fine-tuned model, ``predict`` labels and embeddings of a user's AnnData,
+``download`` raw files listed in a ``links.txt``."""
 
 from __future__ import annotations
 
@@ -27,6 +28,10 @@ def _parser() -> argparse.ArgumentParser:
                                        "tcp://HOST:PORT (existing cluster); default: in this process")
     b.add_argument("--workers", type=int, help="LocalCluster workers (default: one per 2 cores)")
     b.add_argument("--memory-limit", help="LocalCluster memory per worker, e.g. 8GiB (default: machine memory / workers)")
+    b.add_argument("--priors-from", type=Path, metavar="DIR",
+                   help="seed the per-entity prior cache with the text/sequence embeddings of this existing dataset "
+                        "folder (used only where its build_info.json shows the same encoders); the cache lives in "
+                        "$OMNICELLTOSG_CACHE, else $XDG_CACHE_HOME/omnicelltosg, else ~/.cache/omnicelltosg")
     d = sub.add_parser("demo", help="build → pretrain → fine-tune → signaling → report, on real data")
     d.add_argument("--data", type=Path, default=Path("../shared/data"), help="shared data folder")
     d.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder (report.md, metrics.json)")
@@ -48,6 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--out", type=Path, default=Path("runs/annotate"))
     _add_signaling(sub)
     _add_predict(sub)
+    _add_download(sub)
     return p
 
 
@@ -125,8 +131,12 @@ def _add_signaling(sub) -> None:
 
 
 def _signaling(args) -> None:
-    from omnicelltosg.workflows.signaling import finetune_condition_classifier, run_signaling
+    from omnicelltosg.workflows.signaling import check_signaling_arguments, finetune_condition_classifier, run_signaling
 
+    check_signaling_arguments(case=args.case, control=args.control, method=args.method,
+                              known_biology=args.known_biology, direction=args.direction, top_k=args.top_k,
+                              min_leaves=args.min_leaves, fdr_threshold=args.fdr,
+                              has_model=args.model is not None or args.finetune_epochs is not None)
     model = args.model
     if model is None and args.finetune_epochs is not None:
         model = finetune_condition_classifier(args.dataset, args.out / "classifier", conditions=args.conditions,
@@ -178,6 +188,39 @@ def _predict(args) -> None:
     print(adata.obs[LABEL_KEY].value_counts().to_string())
 
 
+# --- download: raw files of a links.txt list (dataset_script.build.download) ---
+def _add_download(sub) -> None:
+    from dataset_script.build.download import (
+        DEFAULT_RETRIES,
+        DEFAULT_TIMEOUT,
+        LINE_FORMAT,
+    )
+
+    w = sub.add_parser("download", help="download the raw files of a links.txt list (one 'GSM_ID path URL "
+                                        "[sha256]' per line) with checksums, retries and resume")
+    w.add_argument("links", type=Path, help=f"links file: {LINE_FORMAT}; blank lines and # comments skipped")
+    w.add_argument("--out", type=Path, required=True, help="folder to download into (paths are relative to it; "
+                                                           "download_manifest.tsv is written there)")
+    w.add_argument("--retries", type=int, default=DEFAULT_RETRIES,
+                   help=f"extra attempts per failed file (default {DEFAULT_RETRIES})")
+    w.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
+                   help=f"seconds to wait for the server (default {DEFAULT_TIMEOUT:g})")
+    w.add_argument("--no-progress", action="store_true", help="no per-file progress bars")
+
+
+def _download(args) -> int:
+    from dataset_script.build.download import DownloadError, download_links
+
+    try:
+        download_links(args.links, args.out, retries=args.retries, timeout=args.timeout,
+                       progressbar=not args.no_progress)
+    except DownloadError as err:
+        print(f"omnicelltosg download: error: {len(err.report.failures)} of {len(err.report.results)} files failed "
+              f"(listed above and in {err.report.manifest}); rerun to retry them", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _overrides(**values) -> dict:
     """The command-line values that were given (not None)."""
     return {k: v for k, v in values.items() if v is not None}
@@ -192,7 +235,11 @@ def _evaluate(args) -> None:
     from omnicelltosg.workflows.evaluate import EvaluationSettings, run_evaluation
 
     if args.spec:
-        specs = [TaskSpec.from_dict(yaml.safe_load(args.spec.read_text()))]
+        try:
+            spec = yaml.safe_load(args.spec.read_text())
+        except (yaml.YAMLError, RecursionError) as err:
+            raise ValueError(f"--spec {args.spec} is not valid YAML: {err}") from None
+        specs = [TaskSpec.from_dict(spec)]
     else:
         specs = [get_task(p) for p in args.preset]
     settings = EvaluationSettings()
@@ -223,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
 
             info = build_dataset(args.recipe, args.data, args.out, cells_per_metacell=args.cells_per_metacell,
                                  overwrite=args.overwrite, scheduler=args.scheduler, n_workers=args.workers,
-                                 memory_limit=args.memory_limit)
+                                 memory_limit=args.memory_limit, priors_from=args.priors_from)
             print(f"wrote {args.out}: {info['n_metacells']} meta-cells, configs {info['configs']}")
         elif args.command == "demo":
             from omnicelltosg.workflows.demo import run_demo
@@ -233,6 +280,8 @@ def main(argv: list[str] | None = None) -> int:
             _signaling(args)
         elif args.command == "predict":
             _predict(args)
+        elif args.command == "download":
+            return _download(args)
         elif args.command == "evaluate":
             _evaluate(args)
         elif args.command == "evaluation-table":

@@ -83,8 +83,29 @@ class TaskSpec:
     genes_support_task: bool = True
 
     def validate(self) -> None:
-        """Raise ``ValueError`` for unknown models, no label, or an empty run plan."""
-        unknown = [m for m in self.models if m not in ALL_MODELS]
+        """Raise ``ValueError`` for a field of the wrong type (the name must be a safe folder name:
+        :func:`dataset_script.files.check_safe_name`), unknown models, no label, or an empty run plan."""
+        from dataset_script.files import check_safe_name
+
+        check_safe_name(self.name, "task name")
+        expected = (("conditions", dict, "a dict of field → value(s)"), ("cohort_kwargs", dict, "a dict"),
+                    ("split_variants", list, "a list of dicts of split arguments"),
+                    ("seeds", list, "a list of integers"), ("models", list, f"a list of names of {ALL_MODELS}"),
+                    ("label_column", (str, type(None)), "a column name or null"),
+                    ("task", (str, type(None)), "a label kind or null"), ("note", str, "text"),
+                    ("genes_support_task", bool, "true or false"))
+        for name, kind, what in expected:
+            value = getattr(self, name)
+            if isinstance(value, tuple) and kind is list:
+                value = list(value)
+            if not isinstance(value, kind):  # a spec file's error: ValueError, which the command line reports
+                raise ValueError(  # noqa: TRY004
+                    f"Task {self.name!r}: {name} must be {what}; got {type(value).__name__} {value!r}.")
+        if not all(isinstance(v, dict) for v in self.split_variants):
+            raise ValueError(f"Task {self.name!r}: split_variants must be a list of dicts; got {self.split_variants!r}.")
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in self.seeds):
+            raise ValueError(f"Task {self.name!r}: seeds must be a list of integers; got {self.seeds!r}.")
+        unknown = [m for m in self.models if not isinstance(m, str) or m not in ALL_MODELS]
         if unknown:
             raise ValueError(f"Unknown models {unknown}; accepted values: {ALL_MODELS}.")
         if self.label_column is None and self.task is None:
@@ -104,12 +125,19 @@ class TaskSpec:
         """A spec from a parsed YAML/JSON mapping.
 
         Raises:
-            ValueError: unknown keys (lists the accepted ones), or an invalid spec (:meth:`validate`).
+            ValueError: not a mapping, unknown or missing keys (lists the accepted ones), or an invalid
+                spec (:meth:`validate`).
         """
         allowed = {f.name for f in fields(cls)}
-        unknown = set(d) - allowed
+        if not isinstance(d, dict):  # a spec file's error: ValueError, which the command line reports
+            raise ValueError(  # noqa: TRY004
+                f"A task spec must be a mapping with keys {sorted(allowed)}; got {type(d).__name__}.")
+        unknown = set(map(str, d)) - allowed
         if unknown:
             raise ValueError(f"Unknown task spec keys {sorted(unknown)}; accepted keys: {sorted(allowed)}.")
+        missing = sorted({"name", "conditions"} - set(d))
+        if missing:
+            raise ValueError(f"Task spec lacks required key(s) {missing}; accepted keys: {sorted(allowed)}.")
         spec = cls(**d)
         spec.validate()
         return spec

@@ -108,3 +108,14 @@ def test_finetune_wide_only_is_logistic_regression(built):
     agreement = (ref.predict(features[test]) == res["test_predictions"]).mean()
     assert agreement >= 0.99
     np.testing.assert_allclose(res["test_probabilities"], ref.predict_proba(features[test]), atol=1e-3)
+
+
+def test_curves_align_the_initial_validation_point_at_epoch_zero():
+    from omnicelltosg.plotting.curves import curve_positions
+
+    # train_classifier(select_initial=True): 3 epochs of loss, validation before training + after each epoch
+    pos = curve_positions({"train loss": [0.9, 0.5, 0.4], "validation macro-F1": [0.6, 0.7, 0.8, 0.8]})
+    assert list(pos["train loss"]) == [1, 2, 3] and list(pos["validation macro-F1"]) == [0, 1, 2, 3]
+    # equal lengths (the MLP): both from epoch 1
+    pos = curve_positions({"train loss": [0.9, 0.5], "validation macro-F1": [0.6, 0.7]})
+    assert list(pos["validation macro-F1"]) == [1, 2]

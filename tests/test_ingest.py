@@ -28,11 +28,6 @@ from dataset_script.build.readers import detect_format, read_matrix
 from .conftest import KANG, RECIPE
 
 
-@pytest.fixture(scope="module")
-def kang(data_dir):
-    return ad.read_h5ad(data_dir / KANG)
-
-
 def _kang_entry(path, **extra):
     entry = next(d for d in yaml.safe_load(RECIPE.read_text())["datasets"] if d["dataset_id"].startswith("kang"))
     return {**entry, "path": str(path), **extra}
@@ -87,30 +82,11 @@ def test_dense_csv_orientation_is_detected_and_stated(tmp_path, data_dir, genes,
         read_matrix(path, genes, orientation="sideways")
 
 
-def test_cellxgene_schema_file_is_recognised_and_validated(tmp_path, data_dir, kang, genes):
-    """A CELLxGENE-schema file written from the real Kang data: Ensembl var names, log-normalised X,
-    raw counts in .raw, ontology-ID columns; the IDs are used as they are, not re-matched."""
-    import scanpy as sc
-
-    counts = kang.copy()
-    counts.var_names = kang.var["ENSEMBL"].astype(str).to_numpy()
-    norm = counts.copy()
-    sc.pp.normalize_total(norm, target_sum=1e4)
-    sc.pp.log1p(norm)
-    norm.raw = counts
-    cl = {"B cells": "CL:0000236", "CD14+ Monocytes": "CL:0001054", "CD4 T cells": "CL:0000624",
-          "CD8 T cells": "CL:0000625", "FCGR3A+ Monocytes": "CL:0002396"}
-    norm.obs = pd.DataFrame({
-        "donor_id": kang.obs["donor_id"].astype(str).to_numpy(),
-        "cell_type_ontology_term_id": kang.obs["cell_type"].map(cl).astype(str).to_numpy(),
-        "disease_ontology_term_id": "MONDO:0007915",
-        "tissue_ontology_term_id": "UBERON:0000178",
-        "development_stage_ontology_term_id": "HsapDv:0000134",  # 40-year-old stage
-        "sex_ontology_term_id": "unknown",
-        "assay_ontology_term_id": "EFO:0009901",
-        "suspension_type": "cell",
-        "stim": kang.obs["condition"].astype(str).to_numpy(),
-    }, index=kang.obs_names)
+def test_cellxgene_schema_file_is_recognised_and_validated(tmp_path, data_dir, kang, kang_cellxgene, genes):
+    """A CELLxGENE-schema file written from the real Kang data (conftest ``cellxgene_schema_kang``: Ensembl
+    var names, log-normalised X, raw counts in .raw, ontology-ID columns); the IDs are used as they are,
+    not re-matched."""
+    norm = kang_cellxgene
     (tmp_path / "ontology").symlink_to(data_dir / "ontology")
     norm.write_h5ad(tmp_path / "cxg.h5ad")
     a = read_dataset({"dataset_id": "kang_cxg", "path": "cxg.h5ad", "columns": {"condition": "stim"}}, tmp_path, genes)

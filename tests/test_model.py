@@ -354,6 +354,50 @@ def test_entity_count_mismatch_is_refused():
         model(torch.rand(2, 3), toy_graph())
 
 
+def test_non_finite_expression_is_refused_not_propagated():
+    model = CellTOSGModel(toy_config()).eval()
+    x = torch.rand(4, 3)
+    assert torch.isfinite(model(x, toy_graph()).last_hidden_state).all()
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        y = x.clone()
+        y[2, 1] = bad
+        with pytest.raises(ValueError, match=r"1 NaN/Inf value\(s\) in 1 cell\(s\) \(rows \[2\]\)"):
+            model(y, toy_graph())
+    clf = CellTOSGForCellClassification(toy_config(num_labels=2))
+    y = x.clone()
+    y[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN/Inf"):
+        clf(y, toy_graph())
+
+
+def test_ppi_scope_keeps_measured_genes_proteins_and_their_neighbours():
+    from modeling_celltosg.modeling_celltosg import measured_neighbourhood_edges
+
+    # 4 transcripts t0..t3 → proteins p4..p7; PPI path p4–p5–p6–p7
+    internal = torch.tensor([[0, 1, 2, 3], [4, 5, 6, 7]])
+    ppi = torch.tensor([[4, 5, 6], [5, 6, 7]])
+    kept = measured_neighbourhood_edges(ppi, internal, torch.tensor([True, False, False, False]), 4, 4)
+    assert kept.tolist() == [[4], [5]]  # p4 measured, p5 its neighbour; p6, p7 are 2 and 3 hops away
+    kept = measured_neighbourhood_edges(ppi, internal, torch.tensor([False, True, False, False]), 4, 4)
+    assert kept.tolist() == [[4, 5], [5, 6]]  # p5 measured: p4 and p6 kept, p6–p7 dropped
+    same = measured_neighbourhood_edges(ppi, internal, torch.tensor([False, True, False, False]), 4, 4)
+    assert same is kept  # memoised per topology and measured set
+    assert measured_neighbourhood_edges(ppi, internal, torch.ones(4, dtype=torch.bool), 4, 4).tolist() == ppi.tolist()
+    # the model with ppi_scope = measured_neighbourhood equals the model given those edges explicitly
+    g = toy_graph()
+    model = CellTOSGModel(toy_config(ppi_scope="measured_neighbourhood")).eval()
+    x, mask = torch.rand(2, 3), torch.tensor([[False, False, True], [False, False, True]])
+    kept = measured_neighbourhood_edges(g.ppi_edge_index, g.internal_edge_index, mask.any(0), 3, 3)
+    assert kept.shape == (2, 0)  # t2's protein p5 is isolated: no edge near a measured gene
+    scoped = model(x, g, measured_mask=mask).last_hidden_state
+    torch.testing.assert_close(scoped, model(x, g, measured_mask=mask, ppi_edge_index=kept).last_hidden_state)
+    full = CellTOSGModel(toy_config()).eval()
+    full.load_state_dict(model.state_dict())
+    assert not torch.allclose(scoped, full(x, g, measured_mask=mask).last_hidden_state)  # p3–p4 dropped
+    with pytest.raises(Exception, match="ppi_scope"):
+        toy_config(ppi_scope="everything")
+
+
 def test_unknown_layer_type_lists_accepted_values():
     with pytest.raises(Exception, match="gcn.*gat.*transformer"):
         CellTOSGConfig(layer_type="sage")

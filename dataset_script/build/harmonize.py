@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -33,6 +34,9 @@ FUZZY_ACCEPT = 90.0
 FUZZY_REVIEW = 95.0
 #: Columns of every reviewable mapping table.
 MAPPING_COLUMNS = ("field", "original", "ontology_id", "label", "method", "score", "needs_review")
+#: Longer free text is not compared with the ontology (it is no label, and fuzzy matching grows with
+#: its length): :func:`match_term` returns it unmatched, flagged for review.
+MAX_LABEL_LENGTH = 500
 
 #: Broad disease categories (MONDO labels): a disease is grouped under the most specific of these
 #: among its MONDO ancestors (itself included), e.g. relapsing-remitting MS → multiple sclerosis,
@@ -186,13 +190,20 @@ def match_term(onto: Ontology, text: str, *, field: str, overrides: dict[str, st
                min_score: float = FUZZY_ACCEPT, review_below: float = FUZZY_REVIEW) -> TermMatch:
     """Map one free-text value to ``onto`` (see the module docstring for the order of rules).
 
-    ``overrides`` maps original text → an ontology label, synonym or ID; it must resolve exactly.
+    ``text`` is any value (its ``str`` is matched); ``overrides`` maps original text → an ontology label,
+    synonym or ID; it must resolve exactly. Blank text and text longer than :data:`MAX_LABEL_LENGTH`
+    characters are returned unmatched (``needs_review``) without fuzzy matching.
 
     Raises
     ------
+    TypeError
+        If ``overrides`` is not a mapping.
     ValueError
         If an override names no term of ``onto`` (the message suggests labels).
     """
+    if overrides is not None and not isinstance(overrides, Mapping):
+        raise TypeError(f"overrides for {field} must be a mapping of original text → ontology label, synonym or ID; "
+                        f"got {type(overrides).__name__}")
     original = str(text)
     if overrides and original in overrides:
         target = str(overrides[original])
@@ -206,6 +217,9 @@ def match_term(onto: Ontology, text: str, *, field: str, overrides: dict[str, st
     if original.strip() in onto.labels:  # an ontology ID given as the value
         term = original.strip()
         return TermMatch(field, original, term, onto.labels[term], "ontology ID", 100.0, False)
+    if not original.strip() or len(original) > MAX_LABEL_LENGTH:
+        why = "blank" if not original.strip() else f"longer than {MAX_LABEL_LENGTH} characters, not compared"
+        return TermMatch(field, original, "", "unknown", f"unmatched ({why})", 0.0, True)
     hit = onto.fuzzy(original)
     if hit is not None and hit[2] >= min_score:
         return TermMatch(field, original, hit[0], hit[1], "fuzzy", round(hit[2], 1), hit[2] < review_below)
@@ -275,14 +289,15 @@ def resolve_diseases(data_dir: Path, observed: list[str], *, overrides: dict[str
 
 
 def normalize_sex(value: object) -> str:
-    """Normalise a sex annotation to ``female`` / ``male`` / ``unknown`` (PATO IDs accepted).
+    """Normalise a sex annotation to ``female`` / ``male`` / ``unknown`` (PATO IDs accepted; None, NaN and
+    ``pd.NA`` are ``unknown``).
 
     Raises
     ------
     ValueError
-        For a value that is none of the accepted spellings.
+        For a value that is none of the accepted spellings (the message lists them).
     """
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if value is None or value is pd.NA or value is pd.NaT or (isinstance(value, float) and math.isnan(value)):
         return "unknown"
     key = str(value).strip().lower()
     table = {"f": "female", "female": "female", "pato:0000383": "female", "woman": "female",

@@ -146,9 +146,10 @@ def read_dataset(entry: DatasetEntry | dict, data_dir: Path, genes: GeneTable, *
     entry = DatasetEntry.of(entry)
     data_dir = Path(data_dir)
     path = data_dir / entry.path
-    if not path.exists():
+    if not path.exists() and not entry.reads_census:
         raise FileNotFoundError(f"Input file for dataset {entry.dataset_id!r} not found: {path}")
-    adata = read_matrix(path, genes, fmt=entry.format, orientation=entry.orientation)
+    adata = read_matrix(entry.path if entry.reads_census else path, genes, fmt=entry.format,
+                        orientation=entry.orientation, soma=entry.soma_query())
     if entry.obs_table:
         meta = pd.read_csv(data_dir / entry.obs_table, sep=None, engine="python", index_col=0)
         meta.index = meta.index.astype(str)
@@ -358,7 +359,8 @@ def _apply_stages(obs: pd.DataFrame, values: pd.Series, hsapdv: dict[str, str], 
     obs["birth_phase"] = values.map(lambda v: parsed[v].birth_phase).to_numpy()
     tables["development_stage"] = pd.DataFrame(
         [{"original": str(v), "age_years": p.age_years, "development_stage_category": p.category,
-          "birth_phase": p.birth_phase, "rule": p.rule, "needs_review": p.rule == "unparsed"}
+          "birth_phase": p.birth_phase, "rule": p.rule,
+          "needs_review": p.rule.endswith("unparsed") or p.rule == "unknown HsapDv ID"}
          for v, p in parsed.items()])
 
 
@@ -385,14 +387,19 @@ def _harmonise(obs: pd.DataFrame, entry: DatasetEntry, data_dir: Path, overrides
     if "cell_type" not in obs:
         raise ValueError(f"{entry.dataset_id!r} has no cell_type column mapped; map one, or annotate the "
                          "cells with CellTypist via 'cell_type_annotation: {model: FILE.pkl}' or "
-                         "'{train_from: <labelled dataset entry>}'")
+                         "'{train_from: <labelled dataset entry>}', or declare one cell type for a sorted or "
+                         "cultured population with 'constants: {cell_type: <Cell Ontology label or ID>}'")
     obs["cell_type_original"] = obs["cell_type"].astype(str)
     if "cell_type_source" not in obs:
-        obs["cell_type_source"] = "author"
+        obs["cell_type_source"] = "recipe constant" if "cell_type" in entry.constants else "author"
         obs["cell_type_confidence"] = np.nan
     cl = harmonize.resolve_cell_types(data_dir, overrides["cell_type"], sorted(set(obs["cell_type_original"])))
     matches += list(cl.values())
     rejected = sorted(k for k, m in cl.items() if not m.ontology_id)
+    if rejected and "cell_type" in entry.constants:
+        raise ValueError(f"{entry.dataset_id!r}: the constant cell_type {rejected[0]!r} matches no Cell Ontology "
+                         f"term well enough (fuzzy score < {harmonize.FUZZY_ACCEPT}); give a Cell Ontology label, "
+                         "synonym or ID (e.g. 'CL:0000236'), or map it with cell_type_map")
     if rejected:
         warnings.warn(f"{entry.dataset_id!r}: cell-type labels {rejected} match no Cell Ontology term well enough "
                       f"(fuzzy score < {harmonize.FUZZY_ACCEPT}); they become 'unknown'. Add them to cell_type_map.",

@@ -29,6 +29,41 @@ def partitions(adata: ad.AnnData) -> dict[tuple, np.ndarray]:
     return {k: np.asarray(v) for k, v in groups.items()}
 
 
+def small_partition_warning(obs: pd.DataFrame, cells_per_metacell: int, *, dataset_id: str,
+                            source_columns: dict[str, str] | None = None) -> str | None:
+    """The warning to give when most partitions of one input hold fewer cells than one meta-cell, else None.
+
+    Such partitions cannot be summarised (each becomes at most one meta-cell of its few cells): the
+    usual cause is a per-cell column mapped as ``sample_id`` or ``donor_id``. The message names the
+    partition key (:data:`dataset_script.schema.PARTITION_KEYS`) with the most distinct values and the
+    file's column it was mapped from.
+
+    Parameters
+    ----------
+    obs
+        Per-cell metadata with the :data:`~dataset_script.schema.PARTITION_KEYS` columns.
+    cells_per_metacell
+        The input's target cells per meta-cell; 1 (single cells) never warns.
+    dataset_id
+        Named in the message.
+    source_columns
+        The recipe's ``columns`` (schema column → the file's obs column), to name the file's column.
+    """
+    if cells_per_metacell <= 1 or obs.empty:
+        return None
+    sizes = obs.groupby(list(PARTITION_KEYS), observed=True).size()
+    small = float((sizes < cells_per_metacell).mean())
+    if small <= 0.5:
+        return None
+    key = max(PARTITION_KEYS, key=lambda k: obs[k].nunique())
+    source = (source_columns or {}).get(key)
+    origin = f" (mapped from the file's column {source!r})" if source else ""
+    return (f"{dataset_id!r}: {small:.0%} of its {len(sizes)} partitions (dataset, donor, sample, condition) "
+            f"hold fewer than {cells_per_metacell} cells, one meta-cell's worth; median {int(sizes.median())} "
+            f"cells. '{key}'{origin} has {obs[key].nunique()} distinct values for {len(obs)} cells: is it a "
+            "per-cell column? Map a sample/donor column, or set cells_per_metacell: 1 for single cells.")
+
+
 def pca_embedding(adata: ad.AnnData, *, value_transform: str, seed: int = 0) -> ad.AnnData:
     """The PCA SEACells works on: ``counts`` / ``linear`` values are normalised to 10,000 per cell and
     log1p-ed, and the PCA uses the 2,000 Seurat-flavour highly variable genes; ``log`` values are used

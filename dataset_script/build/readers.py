@@ -1,4 +1,5 @@
-"""Read raw single-cell matrices in the formats labs and GEO ship: h5ad, 10x Genomics and dense CSV.
+"""Read raw single-cell matrices in the formats labs and GEO ship: h5ad, 10x Genomics, dense CSV, and
+cells selected from a SOMA experiment (a local one, or the CELLxGENE Census).
 
 Every reader returns an AnnData with cells as rows (``n_obs`` × ``n_vars``) and records in
 ``adata.uns["omnicelltosg_input"]`` what was read and how (format, orientation, files), so the build
@@ -18,11 +19,15 @@ Formats (``read_matrix``):
   detected by which axis' labels resolve as genes, and stated.
 - the original OmniCellTOSG release layout (a folder with ``cell_metadata_with_mappings.parquet``):
   see :func:`read_original_release`.
+- ``soma`` — the cells of a SOMA experiment that an ``obs_value_filter`` selects: a local experiment
+  folder (e.g. written by :func:`tiledbsoma.io.from_h5ad`) or, for the path :data:`CENSUS`, the
+  CELLxGENE Census (:func:`cellxgene_census.open_soma`). See :func:`read_soma`.
 """
 
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 
 import anndata as ad
@@ -32,17 +37,20 @@ import scipy.sparse as sp
 
 from dataset_script.build.knowledge import GeneTable, resolve_gene_ids
 
-FORMATS = ("h5ad", "10x", "csv", "omnicelltosg_release")
+FORMATS = ("h5ad", "10x", "csv", "omnicelltosg_release", "soma")
 #: Which axis of a dense table holds the genes (``auto``: the axis whose labels resolve as genes).
 ORIENTATIONS = ("auto", "genes_x_cells", "cells_x_genes")
 
 #: Files of the original OmniCellTOSG release layout (arXiv 2504.02148 data release).
 RELEASE_METADATA = "cell_metadata_with_mappings.parquet"
 _MTX = re.compile(r"^(?P<prefix>.*?)matrix\.mtx(\.gz)?$")
+#: The ``path`` of a ``soma`` input that means the CELLxGENE Census itself (read over the internet).
+CENSUS = "census"
 
 
 def detect_format(path: Path) -> str:
-    """One of :data:`FORMATS` for a path, from its name (a folder holding a ``*matrix.mtx(.gz)`` is 10x).
+    """One of :data:`FORMATS` for a path, from its name (a folder holding a ``*matrix.mtx(.gz)`` is 10x;
+    a folder that :meth:`tiledbsoma.Experiment.exists` accepts is ``soma``).
 
     Raises
     ------
@@ -55,6 +63,8 @@ def detect_format(path: Path) -> str:
         return "omnicelltosg_release"
     if path.is_dir() and any(_MTX.match(p.name) for p in path.iterdir()):
         return "10x"
+    if path.is_dir() and _is_soma_experiment(path):
+        return "soma"
     if name.endswith(".h5ad"):
         return "h5ad"
     if _MTX.match(name):
@@ -62,8 +72,8 @@ def detect_format(path: Path) -> str:
     if re.search(r"\.(csv|tsv|txt)(\.gz)?$", name):
         return "csv"
     raise ValueError(f"Cannot tell the format of {path}: supported are .h5ad, a 10x folder (matrix.mtx(.gz) + "
-                     "features/genes.tsv(.gz) + barcodes.tsv(.gz)) or its matrix.mtx(.gz), and dense "
-                     ".csv/.tsv(.gz)")
+                     "features/genes.tsv(.gz) + barcodes.tsv(.gz)) or its matrix.mtx(.gz), dense "
+                     ".csv/.tsv(.gz), and a SOMA experiment folder (format: soma)")
 
 
 def read_10x(path: Path) -> ad.AnnData:
@@ -231,14 +241,215 @@ def read_original_release(folder: Path) -> ad.AnnData:
     return adata
 
 
+def _is_soma_experiment(path: Path) -> bool:
+    """True if ``path`` holds a SOMA experiment (:meth:`tiledbsoma.Experiment.exists`); False without tiledbsoma."""
+    try:
+        import tiledbsoma
+    except ImportError:
+        return False
+    return bool(tiledbsoma.Experiment.exists(str(path)))
+
+
+def _first_line(err: BaseException) -> str:
+    """The first line of a library error (tiledbsoma appends a C++ traceback)."""
+    text = str(err).strip().splitlines()
+    return text[0].removeprefix("SOMAError: ") if text else type(err).__name__
+
+
+def _columns(frame) -> str:
+    """``name (text), …`` of a SOMA DataFrame's columns and their value types, for error messages."""
+    import pyarrow as pa
+
+    def kind(t) -> str:
+        t = t.value_type if pa.types.is_dictionary(t) else t  # categorical columns
+        for test, name in ((pa.types.is_string, "text"), (pa.types.is_large_string, "text"),
+                           (pa.types.is_integer, "integer"), (pa.types.is_floating, "number"),
+                           (pa.types.is_boolean, "bool")):
+            if test(t):
+                return name
+        return str(t)
+
+    return ", ".join(f"{f.name} ({kind(f.type)})" for f in frame.schema if f.name != "soma_joinid")
+
+
+def _query_experiment(exp, where: str, *, obs_value_filter: str, var_value_filter: str | None,
+                      measurement_name: str, X_name: str, obs_id_name: str | None = None,
+                      var_id_name: str | None = None) -> ad.AnnData:
+    """The cells × genes of an open :class:`tiledbsoma.Experiment` that the filters select, read with
+    :meth:`tiledbsoma.Experiment.axis_query` and :meth:`tiledbsoma.ExperimentAxisQuery.to_anndata`
+    (the query ``cellxgene_census.get_anndata`` runs). Each error names ``where`` and what is accepted."""
+    import tiledbsoma
+
+    measurements = sorted(exp.ms.keys())
+    if measurement_name not in measurements:
+        raise ValueError(f"{where}: measurement_name {measurement_name!r} is not in the experiment; its "
+                         f"measurements: {measurements}")
+    ms = exp.ms[measurement_name]
+    layers = sorted(ms.X.keys()) if "X" in ms else []
+    if X_name not in layers:
+        raise ValueError(f"{where}: X_name {X_name!r} is not an X layer of measurement {measurement_name!r}; "
+                         f"its X layers: {layers}")
+    if ms.X[X_name].soma_type != "SOMASparseNDArray":
+        raise ValueError(f"{where}: X layer {X_name!r} is a dense array; tiledbsoma's query reads sparse X layers "
+                         "only (write the experiment with X_kind=SparseNDArray, the default)")
+    with exp.axis_query(measurement_name, obs_query=tiledbsoma.AxisQuery(value_filter=obs_value_filter),
+                        var_query=tiledbsoma.AxisQuery(value_filter=var_value_filter)) as query:
+        for key, value, frame, count, what in (
+                ("obs_value_filter", obs_value_filter, exp.obs, query.obs_joinids, "cells"),
+                ("var_value_filter", var_value_filter, ms.var, query.var_joinids, "genes")):
+            try:
+                n = len(count())
+            except tiledbsoma.SOMAError as err:
+                axis = "obs" if key.startswith("obs") else f"{measurement_name}.var"
+                raise ValueError(f"{where}: {key} {value!r} cannot be applied ({_first_line(err)}). It must be a "
+                                 "SOMA value filter over the columns of " + axis + ", e.g. \"donor_id == 'D1'\" or "
+                                 f"\"cell_type in ['B cell', 'T cell']\"; text values are quoted. Columns: "
+                                 f"{_columns(frame)}") from None
+            if n == 0:
+                raise ValueError(f"{where}: {key} {value!r} matched no {what}; check the value against the "
+                                 f"experiment (columns: {_columns(frame)})")
+        with warnings.catch_warnings():  # an integer id column (Census soma_joinid) becomes the str index
+            warnings.filterwarnings("ignore", message="Transforming to str index")
+            adata = query.to_anndata(X_name=X_name, drop_levels=True, obs_id_name=obs_id_name,
+                                     var_id_name=var_id_name)
+    adata.X = sp.csr_matrix(adata.X, dtype=np.float32)
+    return adata
+
+
+def read_soma(uri: str | Path, *, obs_value_filter: str | None = None, var_value_filter: str | None = None,
+              measurement_name: str = "RNA", X_name: str = "raw", census_version: str = "stable",
+              organism: str = "homo_sapiens") -> ad.AnnData:
+    """Read the cells of a SOMA experiment that ``obs_value_filter`` selects, as cells × genes.
+
+    Uses :mod:`tiledbsoma` (``Experiment.axis_query`` with :class:`tiledbsoma.AxisQuery`, then
+    ``ExperimentAxisQuery.to_anndata``: the same query as :func:`cellxgene_census.get_anndata`,
+    whose argument names these are). ``obs`` keeps the experiment's columns, so a CELLxGENE-schema
+    experiment is recognised by :func:`dataset_script.build.ingest.read_dataset` like an h5ad.
+
+    Parameters
+    ----------
+    uri : str or Path
+        A local SOMA experiment folder (e.g. written by :func:`tiledbsoma.io.from_h5ad`, which stores
+        ``.raw`` as the measurement ``raw``), or :data:`CENSUS` (``"census"``): the CELLxGENE Census,
+        opened with :func:`cellxgene_census.open_soma` (needs the internet).
+    obs_value_filter : str
+        Which cells, in the SOMA value-filter syntax (``"donor_id == 'D1' and disease == 'normal'"``).
+        Required: a SOMA experiment (above all the Census) is not read whole by accident.
+    var_value_filter : str, optional
+        Which genes, a value filter over the measurement's ``var``; None = every gene.
+    measurement_name : str
+        The measurement to read (Census: ``RNA``).
+    X_name : str
+        Its X layer (Census: ``raw`` counts, or ``normalized``).
+    census_version : str
+        Census only: ``stable``, ``latest`` or a release date (``"2025-01-30"``).
+    organism : str
+        Census only: the experiment, ``homo_sapiens`` / ``mus_musculus`` (``"Homo sapiens"`` is accepted).
+
+    Returns
+    -------
+    AnnData
+        Cells × genes, ``X`` CSR float32. Local: ``obs_names`` / ``var_names`` are the ids the
+        experiment was written with. Census: ``obs_names`` are the Census ``soma_joinid`` (as text)
+        and ``var_names`` the Ensembl ``feature_id``. ``uns["omnicelltosg_input"]`` records the
+        format, URI, filters, measurement, layer and (Census) version, its URI and metadata.
+
+    Raises
+    ------
+    ValueError
+        If ``obs_value_filter`` is missing, a filter cannot be parsed or names an unknown column (the
+        message lists the columns and their types), a filter matches nothing, the measurement, X
+        layer or organism does not exist (the message lists those there), the folder is not a SOMA
+        experiment, or the Census version is unknown.
+    FileNotFoundError
+        If a local ``uri`` does not exist.
+    ConnectionError
+        If the Census cannot be reached (offline); the message says how to read a local copy instead.
+    ImportError
+        If ``tiledbsoma`` (or, for the Census, ``cellxgene_census``) is not installed.
+    """
+    if not obs_value_filter:
+        raise ValueError(f"Reading the SOMA experiment {uri} needs an obs_value_filter (which cells, in the SOMA "
+                         "value-filter syntax, e.g. \"donor_id == 'D1'\"); in a recipe entry: 'format: soma' "
+                         "and 'obs_value_filter: ...'")
+    try:
+        import tiledbsoma
+    except ImportError:
+        raise ImportError("Reading a SOMA experiment needs tiledbsoma (pip install tiledbsoma==2.3.0)") from None
+    query = {"obs_value_filter": obs_value_filter, "var_value_filter": var_value_filter,
+             "measurement_name": measurement_name, "X_name": X_name}
+    if str(uri) == CENSUS:
+        adata, record = _read_census(census_version, organism, query)
+    else:
+        path = Path(uri)
+        if not path.exists():
+            raise FileNotFoundError(f"SOMA experiment not found: {path}")
+        if not tiledbsoma.Experiment.exists(str(path)):
+            raise ValueError(f"{path} is not a SOMA experiment (tiledbsoma.Experiment.exists is false); point 'path' "
+                             "at a folder written by tiledbsoma.io.from_h5ad / from_anndata, or at 'census'")
+        with tiledbsoma.Experiment.open(str(path)) as exp:
+            adata = _query_experiment(exp, str(path), **query)
+        record = {"files": [path.name], "uri": path.name}
+    adata.uns["omnicelltosg_input"] = {"format": "soma", **record, **query, "orientation": "cells x genes",
+                                       "tiledbsoma_version": tiledbsoma.__version__}
+    return adata
+
+
+def _read_census(census_version: str, organism: str, query: dict) -> tuple[ad.AnnData, dict]:
+    """The query on the CELLxGENE Census (:func:`cellxgene_census.open_soma`) and what was read."""
+    try:
+        import cellxgene_census
+    except ImportError:
+        raise ImportError("'path: census' reads the CELLxGENE Census with cellxgene_census "
+                          "(pip install cellxgene-census==1.18.0)") from None
+    import tiledbsoma
+
+    try:
+        census = cellxgene_census.open_soma(census_version=census_version)
+    except (OSError, tiledbsoma.SOMAError) as err:  # requests' and aiohttp's errors are OSErrors
+        raise ConnectionError(
+            f"Cannot open the CELLxGENE Census (census_version={census_version!r}): {_first_line(err)}. The Census "
+            "is read over the internet; offline, export the cells once (cellxgene_census.get_anndata, then "
+            "tiledbsoma.io.from_anndata or AnnData.write_h5ad) and point 'path' at that local copy") from None
+    except ValueError as err:
+        raise ValueError(f"census_version {census_version!r}: {_first_line(err)}; accepted: 'stable', 'latest' or "
+                         "a release date such as '2025-01-30' (cellxgene_census.get_census_version_directory())"
+                         ) from None
+    with census:
+        data = census["census_data"]
+        name = re.sub(" +", "_", organism.strip()).lower()  # "Homo sapiens" → homo_sapiens, as cellxgene_census
+        if name not in data:
+            raise ValueError(f"organism {organism!r} is not in the CELLxGENE Census {census_version!r}; accepted: "
+                             f"{sorted(data.keys())}")
+        adata = _query_experiment(data[name], f"CELLxGENE Census {census_version} ({name})", **query,
+                                  obs_id_name="soma_joinid", var_id_name="feature_id")
+        if {"dataset_id", "donor_id"} <= set(adata.obs.columns):
+            # Census donor IDs are unique only within one source dataset: qualify them, so a query spanning
+            # datasets never merges two donors who share an ID (meta-cells and donor splits use donor_id).
+            adata.obs["donor_id"] = (adata.obs["dataset_id"].astype(str) + ":" + adata.obs["donor_id"].astype(str))
+        meta = {k: v for k, v in census.metadata.items() if isinstance(v, (str, int, float))
+                and not k.startswith("soma_")}
+        record = {"files": [], "uri": census.uri, "census_version": census_version, "organism": name,
+                  "census_metadata": meta}
+    return adata, record
+
+
 def _gene_share(labels: list[str], genes: GeneTable, n: int = 2000) -> float:
     sample = labels[:n]
     entrez, _ = resolve_gene_ids(sample, "auto", genes)
     return sum(e is not None for e in entrez) / max(len(sample), 1)
 
 
-def read_matrix(path: Path, genes: GeneTable, *, fmt: str | None = None, orientation: str = "auto") -> ad.AnnData:
+def read_matrix(path: Path | str, genes: GeneTable, *, fmt: str | None = None, orientation: str = "auto",
+                soma: dict | None = None) -> ad.AnnData:
     """Read any supported input (see the module docstring) into cells × genes.
+
+    Parameters
+    ----------
+    path
+        The input; for ``fmt="soma"`` also :data:`CENSUS` (the CELLxGENE Census).
+    soma
+        :func:`read_soma`'s keywords (``obs_value_filter`` …) for a SOMA experiment.
 
     Raises
     ------
@@ -247,15 +458,19 @@ def read_matrix(path: Path, genes: GeneTable, *, fmt: str | None = None, orienta
     PermissionError
         If the file cannot be read (the message names it).
     ValueError
-        For an unsupported format (the message lists the supported ones), or an h5ad file that cannot
-        be read (the message names the file and the reader's error).
+        For an unsupported format (the message lists the supported ones), an h5ad file that cannot
+        be read (the message names the file and the reader's error), or as :func:`read_soma` raises.
     """
+    if fmt == "soma":  # before the existence check: the Census is no local path
+        return read_soma(path, **(soma or {}))
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"Input not found: {path}")
     fmt = fmt or detect_format(path)
     if fmt not in FORMATS:
         raise ValueError(f"format {fmt!r} not supported; accepted: {list(FORMATS)}")
+    if fmt == "soma":
+        return read_soma(path, **(soma or {}))
     if fmt == "h5ad":
         try:
             adata = ad.read_h5ad(path)
@@ -273,4 +488,13 @@ def read_matrix(path: Path, genes: GeneTable, *, fmt: str | None = None, orienta
     return read_dense_table(path, genes, orientation=orientation)
 
 
-__all__ = ["FORMATS", "detect_format", "read_10x", "read_dense_table", "read_original_release", "read_matrix"]
+__all__ = [
+    "CENSUS",
+    "FORMATS",
+    "detect_format",
+    "read_10x",
+    "read_dense_table",
+    "read_matrix",
+    "read_original_release",
+    "read_soma",
+]

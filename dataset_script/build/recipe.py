@@ -34,7 +34,7 @@ from pydantic import (
 )
 
 from dataset_script.build.knowledge import GENE_ID_TYPES, PPI_SOURCES
-from dataset_script.build.readers import FORMATS, ORIENTATIONS
+from dataset_script.build.readers import CENSUS, FORMATS, ORIENTATIONS
 from dataset_script.files import check_safe_name
 from dataset_script.schema import CONSTANT_COLUMNS, MAPPABLE_COLUMNS
 
@@ -60,6 +60,11 @@ SEQUENCE_MODELS = {"unirep64": "unirep_uniref50_64units_jax-unirep3.0.0.npz",
 GENE_UNIVERSES = ("measured", "all")
 #: ``schema`` of a dataset entry: recognise CELLxGENE-schema files (``auto``), or force one reading.
 INPUT_SCHEMAS = ("auto", "cellxgene", "free_text")
+#: Keys of a dataset entry that only ``format: soma`` reads (named as in ``cellxgene_census.get_anndata``);
+#: they are :func:`dataset_script.build.readers.read_soma`'s keywords.
+SOMA_KEYS = ("obs_value_filter", "var_value_filter", "measurement_name", "X_name", "census_version", "organism")
+#: Of those, the keys that only ``path: census`` (the CELLxGENE Census) reads.
+CENSUS_KEYS = ("census_version", "organism")
 
 
 def _one_of(accepted) -> AfterValidator:
@@ -148,7 +153,9 @@ class CellTypeAnnotation(_Section):
     exactly one of ``model`` (a CellTypist ``.pkl``, relative to the data folder) or ``train_from``
     (a labelled dataset entry, trained here)."""
 
+    #: A CellTypist model file (``.pkl``, relative to the data folder), read by a restricted unpickler.
     model: NonEmptyText | None = None
+    #: A labelled dataset entry to train a CellTypist model from (cached in the build's cache folder).
     train_from: DatasetEntry | None = None
     #: Calls whose CellTypist probability is below this are flagged ``cell_type_low_confidence``.
     min_confidence: Fraction = 0.5
@@ -174,8 +181,10 @@ class DatasetEntry(_Section):
 
     #: Names report folders, partition files and donor keys: letters, digits, '.', '_', '-' only.
     dataset_id: SafeName
-    #: Relative to the data folder: h5ad, 10x folder / matrix.mtx(.gz), CSV/TSV(.gz) or an original release.
+    #: Relative to the data folder: h5ad, 10x folder / matrix.mtx(.gz), CSV/TSV(.gz), an original release or a
+    #: SOMA experiment folder; with ``format: soma``, ``census`` = the CELLxGENE Census (read over the internet).
     path: NonEmptyText
+    #: Free-text provenance (paper, GEO accession), carried into every meta-cell's ``source``.
     source: str = ""
     #: Input format (:data:`~dataset_script.build.readers.FORMATS`); None = told from the path.
     format: Annotated[str, _one_of(FORMATS)] | None = None
@@ -189,6 +198,7 @@ class DatasetEntry(_Section):
     gene_id_type: Annotated[str, _one_of(GENE_ID_TYPES)] = "auto"
     #: Which matrix, as in scanpy: ``.raw`` or a layer instead of ``.X``.
     use_raw: bool = False
+    #: A layer of the h5ad to read instead of ``.X`` (e.g. ``counts``).
     layer: NonEmptyText | None = None
     #: Schema column → obs column of the file (:data:`~dataset_script.schema.MAPPABLE_COLUMNS`).
     columns: Annotated[dict[str, Text], BeforeValidator(_none_as_empty)] = {}
@@ -198,16 +208,32 @@ class DatasetEntry(_Section):
     constants: Annotated[dict[str, Scalar], BeforeValidator(_none_as_empty)] = {}
     #: Ontology overrides: the file's label → ontology label (or, for stages, text to parse).
     cell_type_map: LabelMap = {}
+    #: The file's disease label → MONDO label or ID.
     disease_map: LabelMap = {}
+    #: The file's tissue label → UBERON label or ID.
     tissue_map: LabelMap = {}
+    #: The file's development-stage / age text → text to parse (e.g. ``P3`` → ``3 days``) or an HsapDv ID.
     development_stage_map: LabelMap = {}
     #: TSV ``field, original, mapped`` of overrides (relative to the data folder); wins over the maps.
     overrides_file: NonEmptyText | None = None
     #: Broader disease categories to group under; None = :data:`dataset_script.build.harmonize.DISEASE_CATEGORIES`.
     disease_categories: list[str] | None = None
+    #: CellTypist calls for an input without cell types (:class:`CellTypeAnnotation`).
     cell_type_annotation: CellTypeAnnotation | None = None
     #: This input's cells per meta-cell; None = ``metacells.cells_per_metacell``.
     cells_per_metacell: CellsPerMetacell | None = None
+    #: ``format: soma`` (required there): which cells, a SOMA value filter on ``obs`` (e.g. ``"donor_id == 'D1'"``).
+    obs_value_filter: NonEmptyText | None = None
+    #: ``format: soma``: which genes, a SOMA value filter on the measurement's ``var``; None = every gene.
+    var_value_filter: NonEmptyText | None = None
+    #: ``format: soma``: the measurement to read (Census: ``RNA``; ``tiledbsoma.io.from_h5ad`` puts ``.raw`` in ``raw``).
+    measurement_name: NonEmptyText = "RNA"
+    #: ``format: soma``: the measurement's X layer (Census: ``raw`` counts or ``normalized``).
+    X_name: NonEmptyText = "raw"
+    #: ``path: census``: the Census release: ``stable``, ``latest`` or a release date such as ``2025-01-30``.
+    census_version: NonEmptyText = "stable"
+    #: ``path: census``: the Census experiment, ``homo_sapiens`` or ``mus_musculus`` (``Homo sapiens`` is accepted).
+    organism: NonEmptyText = "homo_sapiens"
 
     @field_validator("columns")
     @classmethod
@@ -226,11 +252,45 @@ class DatasetEntry(_Section):
         both = sorted(set(self.columns) & set(self.constants))
         if both:
             raise ValueError(f"{both} both mapped from obs ('columns') and set as constants; choose one")
+        if "cell_type" in self.constants and self.cell_type_annotation is not None:
+            raise ValueError("sets a constant 'cell_type' and 'cell_type_annotation'; choose one (a constant for a "
+                             "sorted or cultured population, CellTypist calls otherwise)")
         renamed = sorted(set(self.values) - set(self.columns))
         if renamed:
             raise ValueError(f"'values' renames {renamed}, which are not mapped from an obs column "
                              f"('columns' maps {sorted(self.columns)})")
         return self
+
+    @model_validator(mode="after")
+    def _soma_keys(self) -> DatasetEntry:
+        """SOMA keys only with ``format: soma``, which needs ``obs_value_filter``; Census keys only with ``path: census``."""
+        given = [k for k in SOMA_KEYS if k in self.model_fields_set]
+        if self.format != "soma":
+            if given:
+                raise ValueError(f"sets {given}, which only a SOMA input reads; add 'format: soma' (path: a SOMA "
+                                 f"experiment folder or '{CENSUS}') or remove them")
+            return self
+        if self.obs_value_filter is None:
+            raise ValueError("'format: soma' needs 'obs_value_filter' (which cells to read, a SOMA value filter such "
+                             "as \"donor_id == 'D1'\" or \"tissue_general == 'blood' and disease == 'normal'\")")
+        census_only = [k for k in CENSUS_KEYS if k in self.model_fields_set]
+        if census_only and self.path != CENSUS:
+            raise ValueError(f"sets {census_only}, which apply to 'path: {CENSUS}' (the CELLxGENE Census) only; "
+                             f"path {self.path!r} is a local SOMA experiment")
+        if self.use_raw or self.layer:
+            raise ValueError("'format: soma' reads the X layer named by 'X_name' of 'measurement_name'; 'use_raw' "
+                             "and 'layer' do not apply")
+        return self
+
+    @property
+    def reads_census(self) -> bool:
+        """True for ``format: soma`` with ``path: census``: the CELLxGENE Census, no file in the data folder."""
+        return self.format == "soma" and self.path == CENSUS
+
+    def soma_query(self) -> dict[str, str | None] | None:
+        """The :func:`~dataset_script.build.readers.read_soma` keywords of a ``format: soma`` entry
+        (:data:`SOMA_KEYS` → value), else None."""
+        return {k: getattr(self, k) for k in SOMA_KEYS} if self.format == "soma" else None
 
     @classmethod
     def of(cls, entry: DatasetEntry | dict) -> DatasetEntry:
@@ -250,9 +310,13 @@ class DatasetEntry(_Section):
 class Recipe(_Section):
     """A whole build recipe (see the module docstring)."""
 
+    #: The dataset's name (title of its dataset card).
     name: str = "OmniCellTOSG"
+    #: The entity graph and its priors (:class:`KnowledgeSettings`).
     knowledge: KnowledgeSettings = KnowledgeSettings()
+    #: Meta-cell settings (:class:`MetacellSettings`).
     metacells: MetacellSettings = MetacellSettings()
+    #: The input files, one entry each (:class:`DatasetEntry`); at least one.
     datasets: Annotated[list[DatasetEntry], Field(min_length=1)]
 
     @model_validator(mode="after")
@@ -330,10 +394,14 @@ def load_recipe(path: Path) -> Recipe:
     FileNotFoundError
         If the recipe file does not exist.
     ValueError
-        If a key is unknown, missing, of the wrong type or out of range, there is no ``datasets``
+        If the file is not valid YAML, a key is unknown, missing, of the wrong type or out of range, there is no ``datasets``
         entry, or a ``dataset_id`` repeats; the message names each key, where it is and what is accepted.
     """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"Recipe not found: {path}")
-    return _validated(Recipe, yaml.safe_load(path.read_text()) or {}, f"Recipe {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, RecursionError) as err:
+        raise ValueError(f"Recipe {path} is not valid YAML: {err}") from None
+    return _validated(Recipe, data or {}, f"Recipe {path}")

@@ -25,6 +25,11 @@ import numpy as np
 import pandas as pd
 import torch
 
+from dataset_script.cohorts.arguments import (
+    check_request,
+    check_sample_size,
+    match_arguments,
+)
 from dataset_script.cohorts.batch_correction import combat_seq_rows
 from dataset_script.cohorts.matching import MatchResult, match_case_control
 from dataset_script.cohorts.query import (
@@ -48,7 +53,7 @@ from dataset_script.cohorts.storage import (  # noqa: F401  (_build_info, datase
     check_dataset,
     dataset_cache_dir,
 )
-from dataset_script.cohorts.tasks import TASKS, CohortTask, match_presets, resolve_task
+from dataset_script.cohorts.tasks import resolve_task
 from dataset_script.schema import LOG_SCALE_MAX
 
 if TYPE_CHECKING:
@@ -80,7 +85,9 @@ def load_graph(path: str | Path, *, verify: bool = False) -> tuple[TOSGGraph, pd
 
     entities = _load(path, "entities", verify=verify).to_pandas().sort_values("entity_index", ignore_index=True)
     edges = _load(path, "edges").to_pandas()
-    emb = _load(path, "embeddings").with_format("numpy")
+    # emb[:] reads every column as one array; emb["column"] is a lazy Column in datasets ≥ 4 whose
+    # np.asarray walks it row by row (measured on the demo build: ~50 s vs < 1 s).
+    emb = _load(path, "embeddings").with_format("numpy")[:]
     order = np.argsort(np.asarray(emb["entity_index"]))
     internal = edges[edges["relation"] == "internal"][["source", "target"]].to_numpy(np.int64).T
     ppi = edges[edges["relation"] == "ppi"][["source", "target"]].to_numpy(np.int64).T
@@ -94,7 +101,7 @@ def load_graph(path: str | Path, *, verify: bool = False) -> tuple[TOSGGraph, pd
         description_embeddings=torch.from_numpy(np.asarray(emb["description_embedding"], dtype=np.float32)[order]),
         entity_version=version,
     )
-    if "sequence_embedding" in emb.column_names:
+    if "sequence_embedding" in emb:
         graph.sequence_embeddings = torch.from_numpy(np.asarray(emb["sequence_embedding"], dtype=np.float32)[order])
         graph.sequence_present = torch.from_numpy(np.asarray(emb["has_sequence_embedding"], dtype=bool)[order])
     return graph, entities
@@ -346,50 +353,6 @@ def _code_fingerprint(previous: str, fn, *parts) -> str:
     return _fingerprint(previous, fn.__module__, fn.__qualname__, _module_version(inspect.getfile(fn)), *parts)
 
 
-def _check_request(label_column: str | None, split_by: str, correction: str | None, *, conditions=None,
-                   test_donors=None, seed=0) -> None:
-    """Raise ``ValueError`` naming the argument for a bad ``split_by`` / ``correction``, a missing label
-    column, ``conditions`` that is not a dict, ``test_donors`` given as one string (it would be read
-    character by character) or not a list, or a ``seed`` that is not an integer."""
-    if split_by not in ("donor", "meta-cell", "none"):
-        raise ValueError(f"split_by must be 'donor', 'meta-cell' or 'none'; got {split_by!r}")
-    if label_column is None and split_by != "none":
-        raise ValueError(f"Give a label_column or a task ({sorted(TASKS)}); only split_by='none' works unlabelled")
-    if correction not in (None, "combat_seq"):
-        raise ValueError(f"correction must be None or 'combat_seq'; got {correction!r}")
-    if conditions is not None and not isinstance(conditions, dict):
-        raise ValueError(f"conditions must be a dict of field → value(s); got {type(conditions).__name__} {conditions!r}")
-    if isinstance(test_donors, (str, bytes)):
-        raise ValueError(f"test_donors must be a list of donor keys; got the string {test_donors!r} "
-                         f"(did you mean [{test_donors!r}]?)")
-    if test_donors is not None and not isinstance(test_donors, (list, tuple, set, np.ndarray)):
-        raise ValueError(f"test_donors must be a list of donor keys; got {type(test_donors).__name__} {test_donors!r}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise ValueError(f"seed must be an integer; got {seed!r}")
-
-
-def _check_sample_size(sample_size: int | None, available: int) -> None:
-    """Raise ``ValueError`` if ``sample_size`` asks for more meta-cells than the cohort has (it would be
-    filled by repeating rows)."""
-    if sample_size is not None and sample_size > available:
-        raise ValueError(f"sample_size={sample_size} exceeds the {available} meta-cells with a known label in this "
-                         "query; ask for at most that many (sample_ratio=1 keeps every one)")
-
-
-def _match_spec(match: bool | dict, task: str | None, settings: CohortTask) -> dict | None:
-    """Arguments of :func:`match_case_control`: the task's preset updated by ``match`` when it is a dict;
-    ``None`` when no matching is asked for. Raises ``ValueError`` without a balance field and control value."""
-    if not match:
-        return None
-    spec = settings.match.as_kwargs() if settings.match else {}
-    if isinstance(match, dict):
-        spec.update(match)
-    if "balance_field" not in spec or "control_value" not in spec:
-        raise ValueError(f"Matching needs balance_field and control_value (task {task!r} has no preset); "
-                         f"presets: {match_presets()}")
-    return spec
-
-
 def _known_rows(meta: pd.DataFrame, label_column: str | None, spec: dict | None, reports: dict) -> np.ndarray:
     """Positions (int64) of the rows with a known label (and a known balance field when matching)."""
     known = ~is_unknown(meta[label_column]) if label_column else np.ones(len(meta), dtype=bool)
@@ -503,6 +466,30 @@ def _normalised_and_labelled(cohort_cells: datasets.Dataset, label_column: str |
     return cohort_cells
 
 
+def check_cohort_arguments(**arguments) -> None:
+    """Check :func:`load_cohort` keyword arguments (all but ``path``) without loading anything: the
+    checks ``load_cohort`` makes before it opens the dataset, plus the ``match`` argument.
+
+    Raises
+    ------
+    ValueError
+        An argument ``load_cohort`` does not take (the message lists the accepted ones), or a bad value
+        (the message names the argument and what is accepted).
+    """
+    params = {name: p.default for name, p in inspect.signature(load_cohort).parameters.items() if name != "path"}
+    unknown = sorted(map(str, set(arguments) - set(params)))
+    if unknown:
+        raise ValueError(f"load_cohort does not take {unknown}; accepted arguments: {sorted(params)}")
+    a = params | arguments
+    task, settings = resolve_task(a["task"])
+    check_request(a["label_column"] or settings.label_column, a["split_by"], a["correction"],
+                   conditions=a["conditions"], test_donors=a["test_donors"], seed=a["seed"],
+                   sample_ratio=a["sample_ratio"], sample_size=a["sample_size"], min_per_class=a["min_per_class"],
+                   val_fraction=a["val_fraction"], test_fraction=a["test_fraction"],
+                   validation_by=a["validation_by"], config=a["config"])
+    match_arguments(a["match"], task, settings)
+
+
 def load_cohort(path: str | Path, *, conditions: dict | None = None, task: str | None = None,
                 label_column: str | None = None, config: str = "all", sample_ratio: float | None = None,
                 sample_size: int | None = None, min_per_class: int | None = None, match: bool | dict = False,
@@ -557,7 +544,9 @@ def load_cohort(path: str | Path, *, conditions: dict | None = None, task: str |
     path = Path(path)
     task, settings = resolve_task(task)
     label_column = label_column or settings.label_column
-    _check_request(label_column, split_by, correction, conditions=conditions, test_donors=test_donors, seed=seed)
+    check_request(label_column, split_by, correction, conditions=conditions, test_donors=test_donors, seed=seed,
+                   sample_ratio=sample_ratio, sample_size=sample_size, min_per_class=min_per_class,
+                   val_fraction=val_fraction, test_fraction=test_fraction, validation_by=validation_by, config=config)
     conditions = dict(conditions or {})
     cells = _load(path, config, verify=verify)
     fields = metadata_fields(cells)
@@ -568,9 +557,9 @@ def load_cohort(path: str | Path, *, conditions: dict | None = None, task: str |
     reports: dict = {"query": {"conditions": conditions, "n_metacells": int(len(meta))}}
 
     # 1. rows with a known label, 2. sampling, 3. matching
-    spec = _match_spec(match, task, settings)
+    spec = match_arguments(match, task, settings)
     rows = _known_rows(meta, label_column, spec, reports)
-    _check_sample_size(sample_size, len(rows))
+    check_sample_size(sample_size, len(rows))
     min_per_class = settings.min_per_class if min_per_class is None else min_per_class
     if spec:
         rows = _matched_rows(meta, rows, label_column, spec, sample_ratio, sample_size, seed, reports)

@@ -97,10 +97,16 @@ def _check_arguments(meta: pd.DataFrame, balance_field: str, match_keys: list[st
     missing = [c for c in needed if c not in meta.columns]
     if missing:
         raise KeyError(f"Matching needs column(s) {missing}; available: {sorted(meta.columns)}")
-    if tolerance < 0 or int(tolerance) != tolerance:
-        raise ValueError(f"tolerance must be a non-negative integer number of stages; got {tolerance}")
-    if controls_per_case < 1 or int(controls_per_case) != controls_per_case:
-        raise ValueError(f"controls_per_case must be an integer >= 1; got {controls_per_case}")
+    if not _whole(tolerance) or tolerance < 0:
+        raise ValueError(f"tolerance must be a non-negative integer number of stages; got {tolerance!r}")
+    if not _whole(controls_per_case) or not 1 <= controls_per_case <= 2**31 - 1:
+        raise ValueError(f"controls_per_case must be an integer >= 1 (at most 2**31 - 1); got {controls_per_case!r}")
+
+
+def _whole(value) -> bool:
+    """A whole, finite number that is not a bool."""
+    return (isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+            and bool(np.isfinite(value)) and int(value) == value)
 
 
 def _case_control_masks(meta: pd.DataFrame, balance_field: str, control_value: str) -> tuple[np.ndarray, np.ndarray]:
@@ -374,7 +380,9 @@ def match_case_control(meta: pd.DataFrame, *, balance_field: str, control_value:
     """
     match_keys = list(match_keys)
     _check_arguments(meta, balance_field, match_keys, stage_key, tolerance, controls_per_case)
-    tolerance = int(tolerance) if stage_key else 0
+    # no stage is farther than len(stage_order) - 1 steps: a larger tolerance is that (and a huge one would
+    # otherwise loop over empty layers for ever)
+    tolerance = min(int(tolerance), max(len(stage_order) - 1, 0)) if stage_key else 0
     is_control, is_case = _case_control_masks(meta, balance_field, control_value)
     rng = np.random.default_rng(seed)
     priority = rng.random(len(meta))

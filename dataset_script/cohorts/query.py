@@ -38,12 +38,24 @@ def _column_mask(column: pa.Array | pa.ChunkedArray, wanted: Any) -> np.ndarray:
 
 
 def condition_mask(table: pa.Table | pd.DataFrame, conditions: dict) -> np.ndarray:
-    """bool [n]: rows of ``table`` that satisfy every condition (no validation; see :func:`check_fields`)."""
+    """bool [n]: rows of ``table`` that satisfy every condition (fields are not checked; see :func:`check_fields`).
+
+    Raises
+    ------
+    ValueError
+        A wanted value that cannot be compared with its column (e.g. text for a numeric field, a
+        nested list or a dict); the message names the field, the value and the column type.
+    """
     if isinstance(table, pd.DataFrame):
         table = pa.Table.from_pandas(table[list(conditions)], preserve_index=False)
     mask = np.ones(table.num_rows, dtype=bool)
     for name, wanted in conditions.items():
-        mask &= _column_mask(table.column(name), wanted)
+        column = table.column(name)
+        try:
+            mask &= _column_mask(column, wanted)
+        except (pa.ArrowException, TypeError, OverflowError) as err:
+            raise ValueError(f"Condition {name!r}: {wanted!r} cannot be compared with the field's {column.type} values "
+                             f"({err}); give a value or a list of values of that type") from None
     return mask
 
 
@@ -54,8 +66,11 @@ def select_batch(batch: pa.Table, conditions: dict) -> np.ndarray:
 
 
 def check_fields(fields: list[str], conditions: dict) -> None:
-    """Raise ``KeyError`` listing the available fields if a condition names an unknown one."""
-    unknown = sorted(set(conditions) - set(fields))
+    """Raise ``KeyError`` listing the available fields if a condition names an unknown one, ``TypeError``
+    if ``conditions`` is not a dict."""
+    if not isinstance(conditions, dict):
+        raise TypeError(f"conditions must be a dict of field → value(s); got {type(conditions).__name__}")
+    unknown = sorted(map(str, set(conditions) - set(fields)))
     if unknown:
         raise KeyError(f"Unknown metadata field(s) {unknown}; available fields: {sorted(fields)}")
 
@@ -83,10 +98,13 @@ def query_frame(meta: pd.DataFrame, conditions: dict) -> np.ndarray:
 
     Raises
     ------
+    TypeError
+        ``conditions`` is not a dict.
     KeyError
         Unknown field (the message lists the fields).
     ValueError
-        Zero rows (the message lists the available values of each condition field).
+        Zero rows (the message lists the available values of each condition field), or a value that
+        cannot be compared with its field.
     """
     check_fields(list(meta.columns), conditions)
     if not conditions:

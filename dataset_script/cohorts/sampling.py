@@ -10,15 +10,36 @@ from __future__ import annotations
 
 import numpy as np
 
+#: Largest sample size / per-class minimum accepted (an index must fit a 32-bit integer).
+MAX_ROWS = 2**31 - 1
 
-def _check_request(sample_ratio: float | None, sample_size: int | None) -> None:
+
+def _is_number(value) -> bool:
+    """A real number that is not a bool (``True`` is an int in Python, never a meant size or ratio)."""
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+
+
+def check_sampling_request(sample_ratio: float | None, sample_size: int | None, min_per_class: int | None = 0) -> None:
+    """Validate a sampling request before any work.
+
+    Raises
+    ------
+    ValueError
+        Naming the argument: both ``sample_ratio`` and ``sample_size``; a ``sample_ratio`` that is not a
+        number in (0, 1]; a ``sample_size`` that is not a whole number in [1, :data:`MAX_ROWS`]; a
+        ``min_per_class`` that is not a whole number in [0, :data:`MAX_ROWS`] (None = the task's default).
+    """
     if sample_ratio is not None and sample_size is not None:
         raise ValueError("Give sample_ratio or sample_size, not both "
-                         f"(got sample_ratio={sample_ratio}, sample_size={sample_size})")
-    if sample_ratio is not None and not 0 < sample_ratio <= 1:
-        raise ValueError(f"sample_ratio must be in (0, 1]; got {sample_ratio}")
-    if sample_size is not None and (int(sample_size) != sample_size or sample_size < 1):
-        raise ValueError(f"sample_size must be a positive integer; got {sample_size}")
+                         f"(got sample_ratio={sample_ratio!r}, sample_size={sample_size!r})")
+    if sample_ratio is not None and not (_is_number(sample_ratio) and 0 < sample_ratio <= 1):
+        raise ValueError(f"sample_ratio must be a number in (0, 1]; got {sample_ratio!r}")
+    if sample_size is not None and not (_is_number(sample_size) and np.isfinite(sample_size)
+                                        and int(sample_size) == sample_size and 1 <= sample_size <= MAX_ROWS):
+        raise ValueError(f"sample_size must be a positive integer (at most {MAX_ROWS}); got {sample_size!r}")
+    if min_per_class is not None and not (_is_number(min_per_class) and np.isfinite(min_per_class)
+                                          and int(min_per_class) == min_per_class and 0 <= min_per_class <= MAX_ROWS):
+        raise ValueError(f"min_per_class must be a non-negative integer (at most {MAX_ROWS}); got {min_per_class!r}")
 
 
 def _largest_remainder(total: int, weights: np.ndarray) -> np.ndarray:
@@ -41,14 +62,18 @@ def class_quotas(class_counts: np.ndarray, *, sample_ratio: float | None = None,
       (largest remainder), so the quotas sum to ``sample_size``.
     - neither: ``max(n_c, min_per_class)``.
 
-    Without ``upsample`` every quota is capped at the class size.
+    Without ``upsample`` every quota is capped at the class size. Whole floats (``5.0``) count as integers;
+    ``min_per_class=None`` is 0.
 
     Raises
     ------
     ValueError
-        Both or invalid requests, or a ``sample_size`` below ``min_per_class`` × number of classes.
+        Both or invalid requests (:func:`check_sampling_request`), or a ``sample_size`` below
+        ``min_per_class`` × number of classes.
     """
-    _check_request(sample_ratio, sample_size)
+    check_sampling_request(sample_ratio, sample_size, min_per_class)
+    sample_size = None if sample_size is None else int(sample_size)  # 5.0 → 5: it slices and sizes arrays
+    min_per_class = 0 if min_per_class is None else int(min_per_class)
     counts = np.asarray(class_counts, dtype=np.int64)
     if sample_ratio is not None:
         quotas = np.maximum(np.floor(counts * sample_ratio).astype(np.int64), min_per_class)

@@ -20,6 +20,26 @@ SPLIT_NAMES = ("train", "validation", "test")
 SPLIT_LEVELS = ("donor", "meta-cell")
 
 
+def check_split_request(val_fraction: float, test_fraction: float, validation_by: str = "donor") -> None:
+    """Validate split arguments before any work.
+
+    Raises
+    ------
+    ValueError
+        Naming the argument: ``validation_by`` not in :data:`SPLIT_LEVELS`; ``val_fraction`` /
+        ``test_fraction`` that are not numbers in [0, 1) with a sum below 1.
+    """
+    if not isinstance(validation_by, str) or validation_by not in SPLIT_LEVELS:
+        raise ValueError(f"validation_by must be one of {SPLIT_LEVELS}; got {validation_by!r}")
+    for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        number = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+        if not number or not 0 <= value < 1:
+            raise ValueError(f"{name} must be a number in [0, 1); got {value!r}")
+    if not val_fraction + test_fraction < 1:
+        raise ValueError(f"val_fraction and test_fraction must be in [0, 1) with a sum below 1; got "
+                         f"{val_fraction}, {test_fraction}")
+
+
 def donor_keys(meta: pd.DataFrame) -> np.ndarray:
     """Donor key per row: ``"<dataset_id>/<donor_id>"`` (object array [n])."""
     return (meta["dataset_id"].astype(str) + "/" + meta["donor_id"].astype(str)).to_numpy(dtype=object)
@@ -206,11 +226,7 @@ def split_by_donor(donors: np.ndarray, labels: np.ndarray, *, val_fraction: floa
         the message suggests ``validation_by="meta-cell"`` / ``split_by="meta-cell"``, which must be
         asked for explicitly.
     """
-    if validation_by not in SPLIT_LEVELS:
-        raise ValueError(f"validation_by must be one of {SPLIT_LEVELS}; got {validation_by!r}")
-    if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
-        raise ValueError(f"val_fraction and test_fraction must be in [0, 1) with a sum below 1; got "
-                         f"{val_fraction}, {test_fraction}")
+    check_split_request(val_fraction, test_fraction, validation_by)
     donors = np.asarray(donors).astype(str)
     labels = np.asarray(labels)
     uniq, donor_code = np.unique(donors, return_inverse=True)
@@ -263,7 +279,9 @@ def split_by_metacell(labels: np.ndarray, *, val_fraction: float = 0.15, test_fr
                       seed: int = 0, donors: np.ndarray | None = None) -> Split:
     """Label-stratified meta-cell-level split (for cohorts without donors; flagged as such).
 
-    Returns a :class:`Split` with ``test_level = validation_level = "meta-cell"``."""
+    Returns a :class:`Split` with ``test_level = validation_level = "meta-cell"``; bad fractions raise
+    ``ValueError`` (:func:`check_split_request`)."""
+    check_split_request(val_fraction, test_fraction)
     labels = np.asarray(labels).astype(str)
     rng = np.random.default_rng(seed)
     test, val, train = _stratified_rows(np.arange(len(labels)), labels, [test_fraction, val_fraction], rng)

@@ -21,7 +21,7 @@ from pathlib import Path
 import datasets
 import pyarrow.compute as pc
 
-from dataset_script.files import atomic_write_text
+from dataset_script.files import atomic_write_text, sha256_file
 
 #: Configs that are not cell tables (no ``cell_id``).
 SHARED_CONFIGS = ("entities", "edges", "embeddings", "gene_panels")
@@ -37,14 +37,6 @@ class DatasetIntegrityError(ValueError):
 def _build_info(path: str | Path) -> dict:
     """The dataset's ``build_info.json`` (entity version, node and edge counts, file records)."""
     return json.loads((Path(path) / "build_info.json").read_text())
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 22):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _data_files(path: Path) -> list[str]:
@@ -85,7 +77,7 @@ def check_dataset(path: str | Path, *, verify: bool = False) -> dict[str, dict] 
         size = (path / name).stat().st_size
         if size != rec["bytes"]:
             problems.append(f"{name} has {size:,} bytes, the build wrote {rec['bytes']:,} (truncated or changed)")
-        elif verify and _sha256(path / name) != rec["sha256"]:
+        elif verify and sha256_file(path / name) != rec["sha256"]:
             problems.append(f"{name} content differs from the build's (SHA-256 mismatch)")
     if problems:
         raise DatasetIntegrityError(f"Dataset folder {path} was changed after it was built: " + "; ".join(problems)

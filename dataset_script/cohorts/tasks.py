@@ -75,9 +75,9 @@ def resolve_task(task: str | None) -> tuple[str | None, CohortTask]:
     """
     if task is None:
         return None, NO_TASK
-    task = TASK_ALIASES.get(task, task)
-    if task not in TASKS:
+    if not isinstance(task, str) or TASK_ALIASES.get(task, task) not in TASKS:
         raise ValueError(f"Unknown task {task!r}; tasks: {sorted(TASKS)} (or None with a label_column)")
+    task = TASK_ALIASES.get(task, task)
     return task, TASKS[task]
 
 

@@ -1,5 +1,7 @@
-"""Figures of the project (matplotlib, Agg backend; PNG): training curves (`curves`), evaluation figures
-(`evaluation`), the signaling network (`signaling`). Every figure is written atomically."""
+"""Figures of the project (matplotlib; PNG): training curves (`curves`), evaluation figures (`evaluation`),
+the signaling network (`signaling`). Every figure is written atomically and closed. The library never
+selects a matplotlib backend: a notebook keeps its inline backend, and a machine without a display gets
+matplotlib's own headless fallback (Agg)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Figures of ``omnicelltosg evaluate`` (matplotlib Agg, umap-learn, scikit-learn; PNG, written atomically):
+"""Figures of ``omnicelltosg evaluate`` (matplotlib, umap-learn, scikit-learn; PNG, written atomically):
 pooled confusion matrices, UMAPs of the fine-tuned model's cell embeddings next to expression PCA, and the
 gene-embedding heatmap. The training curves are :func:`omnicelltosg.plotting.curves.plot_curves`."""
 
@@ -6,14 +6,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+from sklearn.metrics import confusion_matrix
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from sklearn.metrics import confusion_matrix  # noqa: E402
-
-from omnicelltosg.plotting import save_figure  # noqa: E402
+from omnicelltosg.plotting import save_figure
 
 
 def plot_confusions(predictions: dict, label_names: list[str], out: Path, *, models: list[str | None]) -> dict:

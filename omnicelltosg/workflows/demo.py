@@ -41,9 +41,11 @@ from omnicelltosg.workflows.report import write_model_card, write_report
 #: The demo's fine-tuning tasks (names in :data:`omnicelltosg.tasks.TASKS`); each uses its first split
 #: variant with the demo's seed as the split seed.
 DEMO_TASKS = ("demo_onek1k_cell_type", "demo_kang_condition")
-#: The signaling analysis: which task's fine-tuned model and cohort, and the two groups compared. Its
-#: top_k / min_leaves / FDR threshold are those of :mod:`omnicelltosg.tools.signaling`.
-SIGNALING = {"task": "demo_kang_condition", "case": "stim", "control": "control"}
+#: The signaling analysis (:func:`omnicelltosg.workflows.signaling.run_signaling`, its default method and
+#: parameters): which task's fine-tuned model, the cohort, the two groups compared and the known biology
+#: (:data:`omnicelltosg.workflows.signaling.KNOWN_BIOLOGY`) that validates the result.
+SIGNALING = {"task": "demo_kang_condition", "conditions": {"dataset_id": "kang2018_muscat"}, "case": "stim",
+             "control": "control", "known_biology": "type_i_interferon"}
 #: Model hyper-parameters recorded in ``metrics.json``.
 MODEL_FIELDS = ("hidden_size", "num_layers", "layer_type", "num_heads", "dropout", "degree_loss_weight")
 
@@ -52,12 +54,24 @@ def _log(msg: str) -> None:
     print(f"[omnicelltosg demo] {msg}", flush=True)
 
 
+def _same_recipe(stored: dict | None, recipe) -> bool:
+    """Whether a build's recorded recipe is ``recipe``: the record is validated again first, so recipe keys
+    added since that build (with their defaults) do not count as a difference."""
+    from dataset_script.build.recipe import Recipe
+
+    try:
+        return stored is not None and Recipe.model_validate(stored).model_dump(mode="json") == recipe.model_dump(
+            mode="json")
+    except ValueError:  # pydantic's ValidationError: a key the recipe no longer has
+        return False
+
+
 def ensure_dataset(recipe: Path, data_dir: Path, dataset_dir: Path, *, rebuild: bool) -> dict:
     """Build the dataset unless ``dataset_dir`` already holds a build of the same recipe (resume)."""
     info_path = dataset_dir / "build_info.json"
     if info_path.exists() and not rebuild:
         info = json.loads(info_path.read_text())
-        if info.get("recipe_content") == load_recipe(recipe).model_dump(mode="json"):
+        if _same_recipe(info.get("recipe_content"), load_recipe(recipe)):
             _log(f"dataset already built from this recipe at {dataset_dir}; reusing it (--rebuild to redo)")
             return info
     return build_dataset(recipe, data_dir, dataset_dir, overwrite=True)
@@ -133,7 +147,7 @@ def _pretrain_stage(dataset_dir: Path, graph, cohorts: dict, metrics: dict, out:
 def _finetune_task(task: TaskSpec, cohort, graph, pretrained_dir: Path, out: Path, args: FinetuningArguments,
                    pretraining: PretrainingArguments, dataset: dict):
     """Fine-tune the pretrained model on one task next to the expression baselines; writes the checkpoint,
-    its model card and the curves figure. Returns (task metrics, fine-tuned classifier, x, m)."""
+    its model card and the curves figure. Returns (task metrics, checkpoint folder)."""
     from modeling_celltosg import CellTOSGForCellClassification
 
     name = task.name
@@ -167,36 +181,26 @@ def _finetune_task(task: TaskSpec, cohort, graph, pretrained_dir: Path, out: Pat
                               "test macro-F1": metrics["celltosg_fm"]["macro_f1"],
                               "logistic regression test macro-F1": metrics["logistic_regression"]["macro_f1"],
                               "majority class test macro-F1": metrics["majority_class"]["macro_f1"]})
-    return metrics, clf, x, m
+    return metrics, checkpoint
 
 
-def _signaling_stage(clf, x, m, cohort, graph, entities, out: Path) -> dict:
-    """Per-cell attention of the fine-tuned model → core signaling subgraph of case vs control; writes
-    ``out/signaling/`` and returns the metrics."""
-    from omnicelltosg.tools.signaling import (
-        MIN_LEAVES,
-        TOP_K,
-        edge_attention,
-        infer_signaling,
-        node_expression,
-        write_signaling,
-    )
+def _signaling_stage(checkpoint: Path, cohort, dataset_dir: Path, data_dir: Path, out: Path) -> dict:
+    """The default signaling method (:func:`omnicelltosg.workflows.signaling.run_signaling`: pseudobulk
+    evidence + attributions of the fine-tuned model + prize-collecting Steiner tree, with the fold-change
+    baseline and the paper method scored next to it) on the Kang cohort; writes ``out/signaling/`` and
+    returns the metrics the report shows."""
+    from omnicelltosg.workflows.signaling import run_signaling
 
-    pairs, weights = edge_attention(clf, x, m, graph)
-    prot_expr = node_expression(x.numpy(), graph)
-    symbols = entities["symbol"].to_numpy()[graph.num_transcripts:]
-    groups = np.asarray(cohort.cells[cohort.label_column])
-    result = infer_signaling(weights, pairs, prot_expr, groups, case=SIGNALING["case"], control=SIGNALING["control"],
-                             symbols=symbols, num_transcripts=graph.num_transcripts)
-    paths = write_signaling(result, out / "signaling", title="Kang 2018 PBMC: IFN-β stim vs control")
-    nodes = result.nodes
+    s = run_signaling(dataset_dir, checkpoint, out / "signaling", conditions=SIGNALING["conditions"],
+                      group_column=cohort.label_column, case=SIGNALING["case"], control=SIGNALING["control"],
+                      knowledge_dir=Path(data_dir) / "knowledge", known_biology=SIGNALING["known_biology"],
+                      title="Kang 2018 PBMC: IFN-β stim vs control")
     return {
-        **SIGNALING, "top_k": TOP_K, "min_leaves": MIN_LEAVES, "n_metacells": int(len(groups)),
-        "n_pairs_scored": int(pairs.shape[1]),
-        "n_core_nodes": int(result.core.number_of_nodes()), "n_core_edges": int(result.core.number_of_edges()),
-        "n_significant_fdr05": int(nodes["significant"].sum()),
-        "top_nodes": nodes.head(15)[["symbol", "importance_case", "log2_fold_change", "fdr"]].to_dict("records"),
-        "files": {k: str(Path(v).relative_to(out)) for k, v in paths.items()},
+        "case": SIGNALING["case"], "control": SIGNALING["control"], "method": s["method"],
+        "known_biology": s["known_biology"], "evidence": {k: s["evidence"][k] for k in ("level", "reason")},
+        "n_metacells": s["cohort"]["n_metacells"], "n_genes": s["cohort"]["genes"],
+        "n_ppi_edges": s["cohort"]["ppi_edges"], "network": s["network"], "validation": s["validation"],
+        "files": {k: str(Path("signaling") / v) for k, v in s["files"].items()},
     }
 
 
@@ -209,12 +213,13 @@ def run_demo(data_dir: Path, out: Path, *, recipe: Path = DEFAULT_RECIPE, seed: 
     Raises
     ------
     FileNotFoundError
-        If ``data_dir`` lacks the inputs the recipe names.
+        If the recipe is missing or ``data_dir`` lacks the inputs it names (before ``out`` is created).
+    ValueError
+        If the recipe is not valid (before ``out`` is created).
     """
     t_start = time.perf_counter()
     torch.manual_seed(seed)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = Path(out)  # created by the build below, after the recipe and inputs are checked (no stub on an error)
     timings: dict[str, float] = {}
     metrics: dict = {"seed": seed, "model_settings": {}}
 
@@ -222,12 +227,13 @@ def run_demo(data_dir: Path, out: Path, *, recipe: Path = DEFAULT_RECIPE, seed: 
     t = time.perf_counter()
     dataset_dir = out / "dataset"
     info = ensure_dataset(Path(recipe), Path(data_dir), dataset_dir, rebuild=rebuild)
+    out.mkdir(parents=True, exist_ok=True)
     timings["build"] = time.perf_counter() - t
     metrics["dataset"] = {k: info[k] for k in ("entity_version", "n_transcripts", "n_proteins", "n_internal_edges",
                                                 "n_ppi_edges", "ppi_source", "n_metacells", "datasets", "configs")}
 
     _log("2/6 load the shared graph and the cohorts (donor-level splits)")
-    graph, entities = load_graph(dataset_dir)
+    graph, _ = load_graph(dataset_dir)
     tasks = [get_task(name) for name in DEMO_TASKS]
     cohorts = {task.name: load_cohort(dataset_dir, **task.cohort_arguments({**task.split_variants[0], "seed": seed}))
                for task in tasks}
@@ -243,15 +249,15 @@ def run_demo(data_dir: Path, out: Path, *, recipe: Path = DEFAULT_RECIPE, seed: 
     t = time.perf_counter()
     metrics["finetuning"], finetuned = {}, {}
     for task in tasks:
-        task_metrics, clf, x, m = _finetune_task(task, cohorts[task.name], graph, pretrained_dir, out,
+        task_metrics, checkpoint = _finetune_task(task, cohorts[task.name], graph, pretrained_dir, out,
                                                  FinetuningArguments(seed=seed), pretraining, metrics["dataset"])
-        metrics["finetuning"][task.name], finetuned[task.name] = task_metrics, (clf, x, m)
+        metrics["finetuning"][task.name], finetuned[task.name] = task_metrics, checkpoint
     timings["finetune"] = time.perf_counter() - t
 
     _log("5/6 signaling inference: Kang IFN-beta stim vs control")
     t = time.perf_counter()
-    clf, x, m = finetuned[SIGNALING["task"]]
-    metrics["signaling"] = _signaling_stage(clf, x, m, cohorts[SIGNALING["task"]], graph, entities, out)
+    metrics["signaling"] = _signaling_stage(finetuned[SIGNALING["task"]], cohorts[SIGNALING["task"]], dataset_dir,
+                                            Path(data_dir), out)
     timings["signaling"] = time.perf_counter() - t
 
     timings["total"] = time.perf_counter() - t_start

@@ -281,12 +281,11 @@ def _fm_figures(model, variant: _Variant, graph, out: Path, seed: int) -> tuple[
 
 
 def _train_missing_runs(dataset: Path, spec: TaskSpec, settings: EvaluationSettings, graph, progress: _Progress,
-                        out: Path, log) -> tuple[dict[int, _Variant], tuple | None, Path | None]:
-    """Train and score every (split variant, seed, model) of ``spec`` not yet in ``progress``; returns
-    the variants, and the UMAP inputs and heatmap of the FM when it was trained in this call."""
-    variants, umap_inputs, heatmap = {}, None, None
-    for v in range(len(spec.split_variants)):
-        variants[v] = variant = _load_variant(dataset, spec, v)
+                        out: Path, log, variants: dict[int, _Variant]) -> tuple[tuple | None, Path | None]:
+    """Train and score every (split variant, seed, model) of ``spec`` not yet in ``progress`` (``variants``:
+    the loaded split variants); returns the UMAP inputs and heatmap of the FM when it was trained in this call."""
+    umap_inputs, heatmap = None, None
+    for v, variant in variants.items():
         for seed in spec.seeds:
             for name in spec.models:
                 if progress.done(name, v, seed):
@@ -306,7 +305,7 @@ def _train_missing_runs(dataset: Path, spec: TaskSpec, settings: EvaluationSetti
                         learning_rates=settings.learning_rate_grid())
                 row, prediction = _result_row(spec, name, variant, seed, run)
                 progress.add(row, prediction, run.curves)
-    return variants, umap_inputs, heatmap
+    return umap_inputs, heatmap
 
 
 def _figures(spec: TaskSpec, progress: _Progress, variants: dict, comparison: dict, graph, out: Path,
@@ -361,17 +360,25 @@ def run_evaluation(dataset: str | Path, spec: TaskSpec, out: str | Path, *, sett
             cohort the loader rejects (e.g. a donor-level split with too few donors — the message says
             which option to use instead).
     """
-    from dataset_script.cohorts.loader import load_graph
+    from dataset_script.cohorts.loader import check_cohort_arguments, load_graph
     from omnicelltosg.workflows.evaluation_report import write_evaluation_report
 
     spec.validate()
     settings = settings or EvaluationSettings()
     dataset, out = Path(dataset), Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    _check_resume(out, spec, settings, dataset)
+    # Everything that can be wrong with the arguments is found before ``out`` is created: the cohort
+    # arguments of every split variant, the dataset, a folder holding other runs, and every variant's
+    # cohort (its query and split).
+    for v in range(len(spec.split_variants)):
+        check_cohort_arguments(**spec.cohort_arguments(v))
     graph, _ = load_graph(dataset)
+    run_config = _check_resume(out, spec, settings, dataset)
+    variants = {v: _load_variant(dataset, spec, v) for v in range(len(spec.split_variants))}
+    out.mkdir(parents=True, exist_ok=True)
+    if run_config is not None:
+        atomic_write_text(out / "run_config.json", json.dumps(run_config, indent=1))
     progress = _Progress.load(out)
-    variants, umap_inputs, heatmap = _train_missing_runs(dataset, spec, settings, graph, progress, out, log)
+    umap_inputs, heatmap = _train_missing_runs(dataset, spec, settings, graph, progress, out, log, variants)
 
     results = pd.DataFrame(progress.rows)
     summary = summarize(results)
@@ -441,9 +448,10 @@ def _update_model_card(checkpoint: Path, spec: TaskSpec, settings: EvaluationSet
                      metrics=metrics)
 
 
-def _check_resume(out: Path, spec: TaskSpec, settings: EvaluationSettings, dataset: Path) -> None:
-    """Record what this folder's runs were made with (``run_config.json``); refuse to add runs made
-    with other settings, cohort or dataset to it (the results would mix incomparable runs)."""
+def _check_resume(out: Path, spec: TaskSpec, settings: EvaluationSettings, dataset: Path) -> dict | None:
+    """What this folder's runs are made with (the ``run_config.json`` to write), or None when ``out``
+    already records the same; refuse to add runs made with other settings, cohort or dataset to it (the
+    results would mix incomparable runs). Writes nothing."""
     info = json.loads((dataset / "build_info.json").read_text()) if (dataset / "build_info.json").exists() else {}
     current = {"settings": settings.to_dict(), "conditions": spec.conditions, "task": spec.task,
                "label_column": spec.label_column, "split_variants": spec.split_variants,
@@ -457,8 +465,8 @@ def _check_resume(out: Path, spec: TaskSpec, settings: EvaluationSettings, datas
             changed = sorted(k for k in current if previous.get(k) != current[k])
             raise ValueError(f"{out} holds runs made with different {changed}; use another --out, or the same "
                              f"settings to resume ({path}).")
-        return
-    atomic_write_text(path, json.dumps(current, indent=1))
+        return None
+    return current
 
 
 def summarize(results: pd.DataFrame) -> pd.DataFrame:

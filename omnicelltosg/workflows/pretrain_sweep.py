@@ -70,9 +70,22 @@ def run_sweep(dataset_dir: Path, out: Path, *, ratios=DEFAULT_RATIOS, pretrainin
             model (default :class:`~omnicelltosg.train.PretrainingArguments`); the seed also picks the
             ``max_cells`` meta-cells and the held-out pairs.
         max_cells: meta-cells sampled from the dataset; gae_epochs: epochs of the GAE baseline.
+
+    Raises:
+        ValueError: no ratio, or a ratio outside (0, 1) (checked first); OSError / ValueError: no valid
+            dataset at ``dataset_dir``. Both before ``out`` is created: its files are written atomically
+            at the end (the folder appears with them).
     """
     args = pretraining or PretrainingArguments()
-    out.mkdir(parents=True, exist_ok=True)
+    ratios = list(ratios)
+    if not ratios:
+        raise ValueError("ratios (--ratios): give at least one mask ratio in (0, 1)")
+    for ratio in ratios:
+        try:
+            args.with_overrides(mask_ratio=ratio)
+        except (ValueError, TypeError) as err:
+            raise ValueError(f"ratios (--ratios): {err}") from None
+    out = Path(out)
     graph, _ = load_graph(dataset_dir)
     cells = load_cells(dataset_dir)
     rows = np.random.default_rng(args.seed).permutation(len(cells))[:max_cells]
@@ -125,9 +138,6 @@ def render_table(results: dict) -> str:
 
 def plot_sweep(results: dict, path: Path) -> None:
     """AUROC vs mask ratio (both negative kinds), baselines as horizontal lines."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     ratios = [float(r) for r in results["celltosg_fm"]]

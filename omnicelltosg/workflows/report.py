@@ -56,16 +56,27 @@ def write_report(m: dict, path: Path) -> Path:
                   f"logistic regression C = {t['logistic_regression']['C']} (chosen on validation).", "",
                   f"![{name}](finetune_{name}.png)", ""]
     s = m["signaling"]
-    lines += ["## 4. Signaling inference: Kang IFN-β stim vs control", "",
-              f"- {s['n_metacells']} meta-cells, {s['n_pairs_scored']:,} PPI pairs scored by attention; "
-              f"{s['n_significant_fdr05']} proteins with FDR < 0.05 (Mann–Whitney U, Benjamini–Hochberg)",
-              f"- core subgraph: {s['n_core_nodes']} proteins, {s['n_core_edges']} interactions "
-              f"(top {s['top_k']} by importance, largest component, ≥ {s['min_leaves']} leaves per hub)", "",
-              "| symbol | importance (stim) | log2 FC | FDR |", "|---|---|---|---|"]
-    for r in s["top_nodes"]:
-        lines.append(f"| {r['symbol']} | {r['importance_case']:.4g} | {r['log2_fold_change']:.2f} | {r['fdr']:.2g} |")
-    lines += ["", "Tables: `signaling/signaling_nodes.csv`, `signaling/signaling_edges.csv`; graph: "
-              "`signaling/signaling_core.graphml`.", "", "![signaling network](signaling/signaling_network.png)", "",
+    net, kb = s["network"], s["known_biology"]
+    lines += [f"## 4. Signaling inference: Kang IFN-β {s['case']} vs {s['control']}", "",
+              f"Method `{s['method']}` (the default of `omnicelltosg signaling`): per-gene evidence at the "
+              f"`{s['evidence']['level']}` level ({s['evidence']['reason']}), attributions of the fine-tuned "
+              "condition classifier, and a prize-collecting Steiner tree over the PPI graph with a rewired-network "
+              "null. The paper's attention method is scored next to it as a reproduction.", "",
+              f"- {s['n_metacells']} meta-cells, {s['n_genes']:,} genes with a protein in the PPI graph, "
+              f"{s['n_ppi_edges']:,} interactions",
+              f"- network: {len(net['genes'])} genes, {net['edges']} interactions; top genes: "
+              + ", ".join(net["top_genes"][:12]),
+              f"- validated against {', '.join(kb['go_ids'])} ({kb['n_positives']} genes of the background)", "",
+              "| ranking | AUPRC | prevalence | P@20 | P@50 | network genes | known in network |",
+              "|---|---|---|---|---|---|---|"]
+    for r in s["validation"]:
+        known = "" if r.get("network_genes") in (None, "") or r["network_genes"] != r["network_genes"] else (
+            f"{int(r['network_known'])} ({r['network_fraction_known']:.0%})")
+        genes = "" if not known else int(r["network_genes"])
+        lines.append(f"| {r['method']} | {_f(r['auprc'])} | {_f(r['prevalence'])} | {r['precision_at_20']:.2f} | "
+                     f"{r['precision_at_50']:.2f} | {genes} | {known} |")
+    lines += ["", f"Tables and the interactive network: `signaling/` (`{s['files']['html']}`).", "",
+              f"![signaling network]({s['files']['figure']})", "",
               "## Time", "", "| stage | seconds |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in m["seconds"].items()]
     return atomic_write_text(path, "\n".join(lines) + "\n")

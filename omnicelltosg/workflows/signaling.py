@@ -197,21 +197,70 @@ def _paper_results(model, inputs: _Inputs, groups, case, control, top_k, min_lea
             for kind, w in (("paper", weights), ("uniform_control", uniform))}
 
 
+def check_signaling_arguments(*, case: str, control: str, method: str = DEFAULT_METHOD,
+                              known_biology: str | None = None, direction: str = DIRECTION, top_k: int = TOP_K,
+                              min_leaves: int = MIN_LEAVES, fdr_threshold: float = FDR_THRESHOLD,
+                              has_model: bool = True) -> None:
+    """Check the arguments of :func:`run_signaling` that need no data, before any work (and before
+    ``--finetune-epochs`` trains a classifier into the output folder).
+
+    Raises:
+        ValueError: naming the argument and what is accepted: ``method`` not in :data:`METHODS`,
+            ``known_biology`` not a key of :data:`KNOWN_BIOLOGY`, ``method='paper'`` without a model
+            (``has_model``), ``direction`` not in ``DIRECTIONS``, ``top_k`` < 1, ``min_leaves`` < 0,
+            ``fdr_threshold`` outside (0, 1], or ``case`` equal to ``control``.
+    """
+    from omnicelltosg.tools.evidence_network import DIRECTIONS
+
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
+    if known_biology is not None and known_biology not in KNOWN_BIOLOGY:
+        raise ValueError(f"known_biology must be one of {sorted(KNOWN_BIOLOGY)}, got {known_biology!r}.")
+    if method == "paper" and not has_model:
+        raise ValueError("method='paper' needs a fine-tuned model (model_dir).")
+    if direction not in DIRECTIONS:
+        raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}.")
+    if not _whole(top_k) or top_k < 1:
+        raise ValueError(f"top_k (--top-k) must be an integer >= 1, got {top_k!r}.")
+    if not _whole(min_leaves) or min_leaves < 0:
+        raise ValueError(f"min_leaves (--min-leaves) must be an integer >= 0, got {min_leaves!r}.")
+    if isinstance(fdr_threshold, bool) or not isinstance(fdr_threshold, (int, float)) or not 0 < fdr_threshold <= 1:
+        raise ValueError(f"fdr_threshold (--fdr) must be a number in (0, 1], got {fdr_threshold!r}.")
+    if str(case) == str(control):
+        raise ValueError(f"case and control must differ, both are {case!r}.")
+
+
+def _whole(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
 def finetune_condition_classifier(dataset, out_dir, *, conditions: dict, group_column: str, case: str, control: str,
                                   epochs: int = CLASSIFIER_EPOCHS, seed: int = 0) -> Path:
     """Fine-tune a small ``CellTOSGForCellClassification`` (default config, from scratch) on the cohort's
     ``control`` / ``case`` meta-cells, to explain: an 80/20 stratified META-CELL split picks the epoch
-    (the model is explained, not evaluated, so no donor is held out). Saved to ``out_dir``; returns it."""
+    (the model is explained, not evaluated, so no donor is held out). Saved to ``out_dir``; returns it.
+
+    Raises ``ValueError`` (before any training, so nothing is written) for ``epochs`` < 1, ``case`` equal
+    to ``control``, or a ``case`` / ``control`` that is not a value of ``group_column`` in the cohort;
+    the errors of :func:`dataset_script.cohorts.loader.load_cohort` for the dataset and query."""
     from dataset_script.cohorts.loader import load_cohort
     from dataset_script.files import atomic_directory
     from modeling_celltosg import CellTOSGConfig, CellTOSGForCellClassification
     from omnicelltosg.train import finetune
     import torch
 
+    if not _whole(epochs) or epochs < 1:
+        raise ValueError(f"epochs (--finetune-epochs) must be an integer >= 1, got {epochs!r}.")
+    if str(case) == str(control):
+        raise ValueError(f"case and control must differ, both are {case!r}.")
     cohort = load_cohort(dataset, conditions=conditions, label_column=group_column, split_by="none")
+    groups = np.asarray(cohort.cells[group_column]).astype(str)
+    available = sorted(set(groups))
+    for name, label in (("case", case), ("control", control)):
+        if label not in available:
+            raise ValueError(f"{name}={label!r} is not a value of {group_column!r} in this cohort; available: {available}.")
     graph = cohort.graph()
     x, m, _ = cohort.tensors()
-    groups = np.asarray(cohort.cells[group_column]).astype(str)
     keep = np.flatnonzero(np.isin(groups, [control, case]))
     y = torch.as_tensor((groups[keep] == case).astype(np.int64))
     rng = np.random.default_rng(seed)
@@ -334,14 +383,12 @@ def run_signaling(dataset: str | Path, model_dir: str | Path | None, out: str | 
     ``uniform_control/``, ``cell_types/``, ``validation.csv``, ``report.md``.
 
     Raises:
-        ValueError: unknown method, unknown known-biology key, ``case`` / ``control`` not in the cohort.
+        ValueError: a bad argument (:func:`check_signaling_arguments`, checked first), ``case`` / ``control``
+            not in the cohort. Every error comes before the first file is written into ``out``.
     """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
-    if known_biology is not None and known_biology not in KNOWN_BIOLOGY:
-        raise ValueError(f"known_biology must be one of {sorted(KNOWN_BIOLOGY)}, got {known_biology!r}.")
-    if method == "paper" and model_dir is None:
-        raise ValueError("method='paper' needs a fine-tuned model (model_dir).")
+    check_signaling_arguments(case=case, control=control, method=method, known_biology=known_biology,
+                              direction=direction, top_k=top_k, min_leaves=min_leaves, fdr_threshold=fdr_threshold,
+                              has_model=model_dir is not None)
     out, t0 = Path(out), time.perf_counter()
     inputs = _load_inputs(dataset, conditions=conditions, group_column=group_column, case=case, control=control)
     groups = inputs.meta[group_column].to_numpy()
@@ -478,5 +525,5 @@ def _write(out: Path, default, paper: dict, annotations, background, validation,
     return files
 
 
-__all__ = ["run_signaling", "finetune_condition_classifier", "attribution_rows", "METHODS", "DEFAULT_METHOD",
-           "KNOWN_BIOLOGY", "ATTRIBUTION_CELLS", "ATTRIBUTION_METHOD"]
+__all__ = ["run_signaling", "finetune_condition_classifier", "check_signaling_arguments", "attribution_rows", "METHODS",
+           "DEFAULT_METHOD", "KNOWN_BIOLOGY", "ATTRIBUTION_CELLS", "ATTRIBUTION_METHOD"]
