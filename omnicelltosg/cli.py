@@ -133,6 +133,9 @@ def _add_signaling(sub) -> None:
 def _signaling(args) -> None:
     from omnicelltosg.workflows.signaling import check_signaling_arguments, finetune_condition_classifier, run_signaling
 
+    if args.model is not None and not Path(args.model).is_dir():  # not a Hub repo id: models are local folders
+        raise FileNotFoundError(f"--model {args.model}: no such model folder; give the folder of a fine-tuned "
+                                "CellTOSG classifier (save_pretrained), or --finetune-epochs N to train one")
     check_signaling_arguments(case=args.case, control=args.control, method=args.method,
                               known_biology=args.known_biology, direction=args.direction, top_k=args.top_k,
                               min_leaves=args.min_leaves, fdr_threshold=args.fdr,

@@ -104,6 +104,7 @@ _SIGNALING = ["signaling", "--conditions", '{"dataset_id": "kang2018_muscat"}', 
     (["--fdr", "5"], "fdr_threshold (--fdr) must be a number in (0, 1]"),
     (["--method", "paper"], "method='paper' needs a fine-tuned model"),
     (["--case", "control"], "case and control must differ"),
+    (["--model", "/nonexistent"], "--model /nonexistent: no such model folder"),  # was a misleading "Repo id" error
 ])
 def test_signaling_refuses_before_creating_out(tmp_path, capsys, extra, message):
     argv = [*_SIGNALING, "--dataset", tmp_path / "no-dataset", *extra]
