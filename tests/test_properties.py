@@ -124,7 +124,11 @@ def test_junk_at_any_recipe_key_is_a_valid_recipe_or_names_the_key(tmp_path, pat
 
 @fast(40)
 @given(section=st.sampled_from(["", "knowledge", "metacells", "datasets.0", "datasets.0.cell_type_annotation"]),
-       key=st.text(min_size=1, max_size=12), value=_JUNK)
+       # YAML normalises control characters and line / paragraph separators (e.g. U+0085 reads back as a
+       # space), so keys are drawn without them: the key the recipe holds is then the key generated.
+       key=st.text(st.characters(exclude_categories=("Cc", "Cs", "Cf", "Co", "Cn", "Zl", "Zp")), min_size=1,
+                   max_size=12),
+       value=_JUNK)
 def test_unknown_keys_are_named(tmp_path, section, key, value):
     recipe = small_recipe()
     recipe["datasets"][0]["cell_type_annotation"] = {"model": "m.pkl"}
