@@ -375,7 +375,8 @@ _ANY = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6), st.floats
                                                                                             st.integers(), max_size=2))
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=150, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(key=st.sampled_from(["metacells.cells_per_metacell", "metacells.min_cells_per_partition",
                             "knowledge.min_ppi_score", "knowledge.ppi", "datasets.0.dataset_id",
                             "datasets.0.cells_per_metacell", "datasets.0.columns", "datasets.0.constants",
