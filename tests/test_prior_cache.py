@@ -155,12 +155,19 @@ def _first_blob(cache: PriorCache) -> bytes:
         return bytes(conn.execute("SELECT vector FROM embeddings LIMIT 1").fetchone()[0])
 
 
-def test_corrupted_entry_is_detected_and_recomputed(tmp_path, sequences, unirep, data_dir):
+def _filled_cache(folder, sequences, unirep, data_dir, n: int):
+    """A closed cache holding the UniRep vectors of the first ``n`` sequences: (cache, weights, those
+    sequences, their vectors)."""
     weights = data_dir / "models" / UNIREP64
-    some = [s for s in sequences if s][:12]
-    cache = PriorCache(tmp_path)
+    some = [s for s in sequences if s][:n]
+    cache = PriorCache(folder)
     before, _ = cached_sequence_embeddings(some, weights, cache, model=unirep, progress=False)
     cache.close()
+    return cache, weights, some, before
+
+
+def test_corrupted_entry_is_detected_and_recomputed(tmp_path, sequences, unirep, data_dir):
+    cache, weights, some, before = _filled_cache(tmp_path, sequences, unirep, data_dir, 12)
     blob = _first_blob(cache)
     raw = bytearray(cache.path.read_bytes())
     at = raw.find(blob)
@@ -178,11 +185,7 @@ def test_corrupted_entry_is_detected_and_recomputed(tmp_path, sequences, unirep,
 
 
 def test_unreadable_cache_file_is_set_aside_and_recomputed(tmp_path, sequences, unirep, data_dir):
-    weights = data_dir / "models" / UNIREP64
-    some = [s for s in sequences if s][:8]
-    cache = PriorCache(tmp_path)
-    before, _ = cached_sequence_embeddings(some, weights, cache, model=unirep, progress=False)
-    cache.close()
+    cache, weights, some, before = _filled_cache(tmp_path, sequences, unirep, data_dir, 8)
     raw = bytearray(cache.path.read_bytes())
     raw[:100] = b"\x00garbage" * 12 + b"\x00" * 4  # the SQLite header destroyed
     cache.path.write_bytes(bytes(raw))
