@@ -177,7 +177,9 @@ def main() -> None:
                    help="base = the oligodendroglioma file's patients MGH53/93/97, new file = its other patients "
                         "(same gene panel); --new-files is then ignored")
     args = p.parse_args()
-    command = "nice -n 5 python " + " ".join([Path(__file__).relative_to(ROOT).as_posix()] + sys.argv[1:])
+    niceness = os.nice(0)  # the command as it ran: the recorded prefix says how it was niced
+    command = (f"nice -n {niceness} " if niceness else "") + "python " + " ".join(
+        [Path(__file__).relative_to(ROOT).as_posix()] + sys.argv[1:])
 
     with tempfile.TemporaryDirectory(prefix="bench-build-cache-") as tmp:
         work = args.work or Path(tmp)
@@ -227,7 +229,7 @@ def main() -> None:
 
 def _markdown(r: dict) -> str:
     steps = list(dict.fromkeys(k for run in r["runs"].values() for k in run["steps_s"]))
-    machine = (f"Command: `{r['command']}` ({r['machine']['cpus']} CPUs, shared with other work; load average at "
+    machine = (f"Command: `{r['command']}` ({r['machine']['cpus']} CPUs; load average at "
                f"the end {', '.join(f'{x:.1f}' for x in r['machine']['load_avg_at_end'])}).")
     inputs = (f"Base recipe: `{r['inputs']['base']}` alone; `incremental_<id>`: the same plus the new file `<id>`. "
               "Each build in a fresh process; cold = empty cache folder (prior cache and meta-cell partitions), warm "

@@ -11,7 +11,7 @@ with replacement to M ∈ ``--sizes`` meta-cells (half stim, half control), and 
 of the default size (``CellTOSGConfig()``: GAT, hidden 16, 2 PPI layers, 2 heads) with random weights, and
 the default ``top_k`` / ``min_leaves`` / FDR threshold of ``infer_signaling`` — the cost of the pipeline
 does not depend on the values of the weights. Each size runs in a FRESH process (1 warm-up call on 16
-meta-cells first) with glibc's mmap threshold at 64 KiB so that freed tensors leave RSS at once; peak
+meta-cells first; 64 for the default method, whose pseudobulk fit needs both donors of each group) with glibc's mmap threshold at 64 KiB so that freed tensors leave RSS at once; peak
 memory = VmHWM − VmRSS right before the pipeline (``/proc/self/clear_refs``), i.e. the live peak of
 the analysis itself. Timed: the model pass (all layers and heads) + ``node_expression`` +
 ``infer_signaling`` (statistics, top-k, component, pruning), in two modes measured in the same run:
@@ -47,7 +47,7 @@ def _evidence_network_pipeline(model, graph, symbols, x, mask, groups, counts, d
     from omnicelltosg.tools import attribution as attr
     from omnicelltosg.tools.differential import differential_evidence
     from omnicelltosg.tools.evidence_network import PPINetwork, infer_evidence_network
-    from omnicelltosg.workflows.signaling import ATTRIBUTION_METHOD, attribution_rows
+    from omnicelltosg.workflows.signaling import ATTRIBUTION_BATCH_SIZE, ATTRIBUTION_METHOD, attribution_rows
 
     measured = np.flatnonzero(mask.numpy().any(0))
     tsym = symbols[:graph.num_transcripts][measured]
@@ -60,7 +60,7 @@ def _evidence_network_pipeline(model, graph, symbols, x, mask, groups, counts, d
     ppi = PPINetwork.from_pairs(tsym, [(psym[a], psym[b]) for a, b in pairs])
     rows = attribution_rows(groups, donors, seed=0)
     per_cell = attr.expression_attributions(model, x[rows], mask[rows], graph, case_index=1, control_index=0,
-                                            method=ATTRIBUTION_METHOD)[:, measured]
+                                            method=ATTRIBUTION_METHOD, batch_size=ATTRIBUTION_BATCH_SIZE)[:, measured]
     res = attr.attribution_contrast(per_cell, groups[rows], case="stim", control="control", strata=donors[rows])
     att = pd.DataFrame({"symbol": tsym, "z": res["z"], "p_value": res["p_value"]})
     out = infer_evidence_network(evidence, ppi, case="stim", control="control", attribution=att)
@@ -118,9 +118,11 @@ def child(dataset: str, m: int, seed: int, threads: int, mode: str) -> dict:
         return infer_signaling(weights, pairs, expr, gg, case="stim", control="control", symbols=symbols,
                                num_transcripts=graph.num_transcripts)  # default top_k / min_leaves / FDR
 
-    warm = np.concatenate([np.flatnonzero(groups == "stim")[:8], np.flatnonzero(groups == "control")[:8]])
-    if mode != "evidence_network":  # the default method's warm-up is its first (small) DESeq2 fit below
-        pipeline(x[warm], mask[warm], groups[warm])
+    # warm-up (imports, first kernels): 16 meta-cells; the default method needs both donors of each group
+    # for its pseudobulk fit, so its warm-up takes 32 + 32 (measured on its own, not in the result)
+    per_group = 32 if mode == "evidence_network" else 8
+    warm = np.concatenate([np.flatnonzero(groups == g)[:per_group] for g in ("stim", "control")])
+    pipeline(x[warm], mask[warm], groups[warm], counts[warm], donors[warm])
     before = rss_bytes()
     reset_hwm()
     t0 = time.perf_counter()

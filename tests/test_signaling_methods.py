@@ -179,6 +179,12 @@ def test_integrated_gradients_completeness_on_a_real_celltosg_model():
     from tests.test_signaling import tiny_model_and_graph
 
     model, graph = tiny_model_and_graph("gat")
+    # a fresh v2 model's heads start at zero (logits 0 for every input): move every weight so that the
+    # logit difference depends on the input, else 0 == 0 below would prove nothing
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=g))
     x = torch.log1p(torch.rand(3, 4, generator=torch.Generator().manual_seed(2)) * 5)
     mask = torch.ones(3, 4, dtype=torch.bool)
     a = attr.expression_attributions(model, x, mask, graph, case_index=1, control_index=0, n_steps=64)
@@ -186,7 +192,15 @@ def test_integrated_gradients_completeness_on_a_real_celltosg_model():
     with torch.no_grad():
         f = lambda z: (lambda l: l[:, 1] - l[:, 0])(model(z, graph, measured_mask=mask).logits)  # noqa: E731
         gap = (f(x) - f(torch.zeros_like(x))).numpy()
+    assert np.abs(gap).min() > 0.05
     np.testing.assert_allclose(a.sum(1), gap, rtol=0.05, atol=2e-3)
+    # the batch size only bounds memory (the workflow passes ATTRIBUTION_BATCH_SIZE): same values
+    one = attr.expression_attributions(model, x, mask, graph, case_index=1, control_index=0,
+                                       method="gradient_x_input", batch_size=1)
+    all_ = attr.expression_attributions(model, x, mask, graph, case_index=1, control_index=0,
+                                        method="gradient_x_input", batch_size=3)
+    assert np.abs(one).max() > 0
+    np.testing.assert_allclose(one, all_, rtol=1e-5, atol=1e-7)
     occl = attr.edge_occlusion(model, x, mask, graph, np.array([[4, 5], [6, 7]]), np.array(["s", "c", "s"]),
                                case="s", control="c", case_index=1, control_index=0)
     assert occl.shape == (2,) and np.isfinite(occl).all()

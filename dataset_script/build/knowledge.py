@@ -190,8 +190,13 @@ def _gene_descriptions(knowledge_dir: Path, genes: pd.DataFrame) -> dict[str, st
     terms = read_table(Path(knowledge_dir) / "go_terms_2022-07-01.tsv.gz")
     go = go[go["entrez_id"].isin(set(genes["entrez_id"]))].merge(terms[["go_id", "term"]], on="go_id")
     go = go[~go["term"].isin({"biological_process", "molecular_function", "cellular_component"})]
-    grouped = (go.drop_duplicates(["entrez_id", "aspect", "term"]).sort_values(["entrez_id", "aspect", "term"])
-               .groupby(["entrez_id", "aspect"])["term"].apply(lambda s: "; ".join(s.head(GO_TERMS_PER_ASPECT))))
+    go = go.drop_duplicates(["entrez_id", "aspect", "term"]).sort_values(["entrez_id", "aspect", "term"])
+    go = go[go.groupby(["entrez_id", "aspect"]).cumcount() < GO_TERMS_PER_ASPECT]
+    # one pass over the sorted rows (a per-group pandas apply took ~7 s over all genes)
+    terms_of: dict[tuple[str, str], list[str]] = {}
+    for key in zip(go["entrez_id"], go["aspect"], go["term"]):
+        terms_of.setdefault(key[:2], []).append(key[2])
+    grouped = {key: "; ".join(t) for key, t in terms_of.items()}
     names = {"MF": "Function", "BP": "Process", "CC": "Component"}
     out = {}
     for entrez, full_name in zip(genes["entrez_id"], genes["full_name"]):
@@ -354,9 +359,13 @@ def build_entity_graph(knowledge_dir: Path, *, ppi: str | list[str], min_ppi_sco
         per_source.append(pairs.assign(evidence=src))
     # union over sources: one edge per unordered protein pair, the sources that support it (evidence,
     # '|'-joined) and the largest weight any of them gives (unweighted curated sources count as 1.0)
-    allp = pd.concat(per_source, ignore_index=True)
-    union = allp.groupby(["source", "target"], as_index=False).agg(
-        weight=("weight", "max"), evidence=("evidence", lambda e: "|".join(sorted(set(e)))))
+    # (vectorised: each source is one bit of a mask, mapped back to the sorted '|'-joined names)
+    allp = pd.concat(per_source, ignore_index=True).drop_duplicates(["source", "target", "evidence"])
+    names = sorted(set(sources))
+    allp["bit"] = allp["evidence"].map({n: 1 << i for i, n in enumerate(names)})
+    union = allp.groupby(["source", "target"], as_index=False).agg(weight=("weight", "max"), bit=("bit", "sum"))
+    label = {m: "|".join(n for i, n in enumerate(names) if m >> i & 1) for m in range(1, 1 << len(names))}
+    union["evidence"] = union.pop("bit").map(label)
     ppi_edges = union.assign(relation="ppi").astype({"source": np.int32, "target": np.int32, "weight": np.float32})
     edges = pd.concat([internal, ppi_edges[["source", "target", "relation", "weight", "evidence"]]],
                       ignore_index=True)

@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Self
 
 import numpy as np
+import pandas as pd
 from tqdm.auto import tqdm
 
 from dataset_script.files import sha256_file
@@ -399,10 +400,20 @@ def _unique_by_length(values: Iterable[str]) -> list[str]:
 
 
 def _scatter(values: Sequence[str], table: dict[str, np.ndarray], dim: int) -> np.ndarray:
+    """float32 ``[len(values), dim]``: each value's vector from ``table`` (zeros for empty strings).
+
+    Raises KeyError for a non-empty value ``table`` lacks (a bug: every such value was embedded)."""
     out = np.zeros((len(values), dim), dtype=np.float32)
-    for i, v in enumerate(values):
-        if v:
-            out[i] = table[v]
+    if not table:
+        missing = [v for v in values if v]
+    else:
+        keys = list(table)
+        codes = pd.Index(keys).get_indexer(pd.Index(list(values), dtype=object))  # hashed in C, not a Python loop
+        present = codes >= 0
+        missing = [v for v, p in zip(values, present) if v and not p]
+        out[present] = np.stack([table[k] for k in keys])[codes[present]]
+    if missing:
+        raise KeyError(f"no vector for {len(missing)} value(s), e.g. {missing[0][:80]!r}")
     return out
 
 

@@ -73,6 +73,10 @@ CLASSIFIER_EPOCHS = 4
 ATTRIBUTION_CELLS = 64
 #: Attribution method of the default analysis (see omnicelltosg.tools.attribution.ATTRIBUTION_METHODS).
 ATTRIBUTION_METHOD = "gradient_x_input"
+#: Meta-cells per gradient pass: the backward pass keeps every layer's activations of the whole graph per
+#: meta-cell, so the batch sets the peak memory (measured on the demo graph, benchmarks/bench_signaling.py:
+#: 16 → +457 MiB, 8 → +269 MiB, 4 → +175 MiB, below the paper pipeline's streamed pass; the same values).
+ATTRIBUTION_BATCH_SIZE = 4
 
 
 def attribution_rows(groups, donors, *, n_cells: int = ATTRIBUTION_CELLS, seed: int = 0) -> np.ndarray:
@@ -323,7 +327,7 @@ def _model_attributions(model_dir, inputs: _Inputs, ppi: PPINetwork, rows, group
     att_rows = rows[attribution_rows(groups[rows], np.asarray(donors)[rows], seed=seed)]
     per_cell = attr.expression_attributions(model, inputs.x[att_rows], inputs.m[att_rows], inputs.graph,
                                             case_index=label2id[case], control_index=label2id[control],
-                                            method=ATTRIBUTION_METHOD)[:, inputs.genes]
+                                            method=ATTRIBUTION_METHOD, batch_size=ATTRIBUTION_BATCH_SIZE)[:, inputs.genes]
     table = _attribution_table(per_cell, att_rows, inputs, ppi, rows, group_column=group_column, case=case,
                                control=control, donor_column=donor_column)
     return {"model": model, "index": (label2id[case], label2id[control]), "per_cell": per_cell, "rows": att_rows,
