@@ -149,7 +149,7 @@ def plot_evidence_network(result, path: str | os.PathLike, *, title: str) -> Pat
     """
     from matplotlib import colormaps, patheffects
     from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.colors import Normalize, TwoSlopeNorm
+    from matplotlib.colors import TwoSlopeNorm
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
 
@@ -173,7 +173,7 @@ def plot_evidence_network(result, path: str | os.PathLike, *, title: str) -> Pat
         nodes = sorted(g.nodes)
         edges = list(g.edges(data=True))
         p_edge = np.array([d.get("p_tree", np.nan) for *_, d in edges], float)
-        edge_cmap, edge_norm = colormaps["Greys_r"], Normalize(0, 1.2)
+        edge_cmap, edge_norm = _edge_p_colours()
         occl = np.array([abs(d.get("occlusion_contrast", np.nan)) for *_, d in edges], float)
         widths = (1.0 + 4.0 * occl / np.nanmax(occl)) if np.isfinite(occl).any() and np.nanmax(occl) > 0 else np.full(len(edges), 2.0)
         for (u, v, _), p, w in zip(edges, p_edge, np.nan_to_num(widths, nan=1.0)):
@@ -207,6 +207,15 @@ def plot_evidence_network(result, path: str | os.PathLike, *, title: str) -> Pat
     return path
 
 
+def _edge_p_colours():
+    """Colour map and norm of an edge p-value in [0, 1]: black (p = 0) to light grey (p = 1), never white, so
+    every edge stays visible on the white page (matplotlib ``Greys_r`` cut at 5/6 of its range)."""
+    from matplotlib import colormaps
+    from matplotlib.colors import ListedColormap, Normalize
+
+    return ListedColormap(colormaps["Greys_r"](np.linspace(0.0, 1.0 / 1.2, 256)), name="edge_p"), Normalize(0, 1)
+
+
 def write_network_html(result, path: str | os.PathLike, *, title: str) -> Path:
     """The evidence network as a self-contained interactive HTML page (pyvis / vis-network, inline
     JavaScript, no network access needed): drag, zoom, hover for each gene's fold change, FDR, score,
@@ -215,7 +224,7 @@ def write_network_html(result, path: str | os.PathLike, *, title: str) -> Path:
     Returns: ``path`` as a ``Path``.
     """
     from matplotlib import colormaps
-    from matplotlib.colors import Normalize, TwoSlopeNorm, to_hex
+    from matplotlib.colors import TwoSlopeNorm, to_hex
     from pyvis.network import Network
 
     g = result.network
@@ -223,7 +232,7 @@ def write_network_html(result, path: str | os.PathLike, *, title: str) -> Path:
     lfc = {n: float(np.nan_to_num(g.nodes[n]["log2_fold_change"], nan=0.0)) for n in g.nodes}
     bound = max([abs(v) for v in lfc.values()] + [1e-3])
     node_norm, node_cmap = TwoSlopeNorm(0.0, -bound, bound), colormaps["RdBu_r"]
-    edge_norm, edge_cmap = Normalize(0, 1.2), colormaps["Greys_r"]
+    edge_cmap, edge_norm = _edge_p_colours()
     score_max = max([abs(float(np.nan_to_num(g.nodes[n]["score"]))) for n in g.nodes] + [1e-9])
     for n in sorted(g.nodes):
         d = g.nodes[n]
