@@ -71,6 +71,12 @@ def _add_pretrain_sweep(sub) -> None:
     w.add_argument("--batch-size", type=int, help=f"meta-cells per step (default {pretraining.batch_size})")
     w.add_argument("--negatives", choices=NEGATIVE_KINDS, help=f"training negatives (default {pretraining.negatives})")
     w.add_argument("--seed", type=int, help=f"seed of the cell sample, edge split, masks (default {pretraining.seed})")
+    w.add_argument("--gene-mask-ratio", type=float,
+                   help="fraction of each cell's measured genes masked and predicted (masked-expression modelling; "
+                        f"needs --expression-loss-weight > 0; default {pretraining.gene_mask_ratio})")
+    w.add_argument("--expression-loss-weight", type=float, help="weight of the masked-expression loss (model field)")
+    w.add_argument("--per-cell-edges", action="store_true",
+                   help="score each masked PPI pair in every cell, not on cell-averaged node states (model field)")
 
 
 def _add_evaluate(sub) -> None:
@@ -311,8 +317,11 @@ def main(argv: list[str] | None = None) -> int:
             from omnicelltosg.workflows.pretrain_sweep import run_sweep
 
             pretraining = PretrainingArguments().with_overrides(**_overrides(
-                steps=args.steps, batch_size=args.batch_size, negatives=args.negatives, seed=args.seed))
-            run_sweep(args.dataset, args.out, ratios=args.ratios, pretraining=pretraining)
+                steps=args.steps, batch_size=args.batch_size, negatives=args.negatives, seed=args.seed,
+                gene_mask_ratio=args.gene_mask_ratio))
+            model = _overrides(expression_loss_weight=args.expression_loss_weight,
+                               per_cell_edges=True if args.per_cell_edges else None)
+            run_sweep(args.dataset, args.out, ratios=args.ratios, pretraining=pretraining, model=model)
             print((args.out / "pretraining_sweep.md").read_text())
     except (OSError, ValueError, KeyError) as err:  # OSError: missing, existing or unreadable files
         print(f"omnicelltosg {args.command}: error: {err}", file=sys.stderr)

@@ -60,7 +60,7 @@ def _baselines(graph, train_edges, test_edges, seed: int, gae_epochs: int) -> di
 
 
 def run_sweep(dataset_dir: Path, out: Path, *, ratios=DEFAULT_RATIOS, pretraining: PretrainingArguments | None = None,
-              max_cells: int = 512, gae_epochs: int = 200) -> dict:
+              max_cells: int = 512, gae_epochs: int = 200, model: dict | None = None) -> dict:
     """Run the sweep and the baselines; returns the results dict (also written to ``out``).
 
     Args:
@@ -70,6 +70,9 @@ def run_sweep(dataset_dir: Path, out: Path, *, ratios=DEFAULT_RATIOS, pretrainin
             model (default :class:`~omnicelltosg.train.PretrainingArguments`); the seed also picks the
             ``max_cells`` meta-cells and the held-out pairs.
         max_cells: meta-cells sampled from the dataset; gae_epochs: epochs of the GAE baseline.
+        model: ``CellTOSGConfig`` fields that replace the defaults of every model (e.g.
+            ``{"per_cell_edges": True, "expression_loss_weight": 1.0}`` with ``pretraining.gene_mask_ratio > 0``:
+            masked-expression modelling and per-cell edge scoring); recorded in the results.
 
     Raises:
         ValueError: no ratio, or a ratio outside (0, 1) (checked first); OSError / ValueError: no valid
@@ -91,16 +94,18 @@ def run_sweep(dataset_dir: Path, out: Path, *, ratios=DEFAULT_RATIOS, pretrainin
     rows = np.random.default_rng(args.seed).permutation(len(cells))[:max_cells]
     x, m = expression_tensors(cells.select(np.sort(rows)), graph.num_transcripts, gene_panels(dataset_dir))
     train_edges, test_edges = split_ppi_edges(graph.ppi_edge_index, args.held_out_fraction, args.seed)
-    config = CellTOSGConfig.for_graph(graph)
+    model = dict(model or {})
+    config = CellTOSGConfig.for_graph(graph, **model)  # invalid fields fail here, before any training
     swept = {k: v for k, v in args.to_dict().items() if k != "mask_ratio"}  # the ratio varies per model
     results: dict = {"settings": {**swept, "n_cells": int(len(x)),
-                                  "model": {k: getattr(config, k) for k in MODEL_FIELDS}},
+                                  "model": {k: getattr(config, k) for k in (*MODEL_FIELDS, *model)}},
                      "n_train_edges": int(train_edges.size(1)), "n_test_edges": int(test_edges.size(1)),
                      "celltosg_fm": {}, "baselines": {}}
     for ratio in ratios:
         torch.manual_seed(args.seed)
         t = time.perf_counter()
-        res = pretrain(CellTOSGForPreTraining(CellTOSGConfig.for_graph(graph)), x, m, graph, args, mask_ratio=ratio)
+        res = pretrain(CellTOSGForPreTraining(CellTOSGConfig.for_graph(graph, **model)), x, m, graph, args,
+                       mask_ratio=ratio)
         assert torch.equal(res["test_edges"], test_edges)  # every method is scored on the same pairs
         results["celltosg_fm"][str(ratio)] = res["evaluation"] | {
             "masked_edges_per_step": max(1, int(round(ratio * res["n_train_edges"]))),
@@ -120,7 +125,11 @@ def render_table(results: dict) -> str:
              f"{results['n_train_edges']:,} training pairs)", "",
              f"CellTOSG-FM ({s['model']['layer_type']}, hidden {s['model']['hidden_size']}, "
              f"{s['model']['num_layers']} layers), {s['steps']} steps × {s['batch_size']} cells, lr {s['learning_rate']}, "
-             f"training negatives: {s['negatives']}; {s['n_cells']} meta-cells; seed {s['seed']}.", "",
+             f"training negatives: {s['negatives']}; {s['n_cells']} meta-cells; seed {s['seed']}"
+             + (f"; masked-expression modelling: {s['gene_mask_ratio']:g} of the measured genes per cell, loss weight "
+                f"{s['model'].get('expression_loss_weight', 0):g}" if s.get("gene_mask_ratio") else "")
+             + ("; masked pairs scored in every cell (per_cell_edges)" if s["model"].get("per_cell_edges") else "")
+             + ".", "",
              "| model | masked / step | AUROC (random) | AP (random) | Hits@50 (random) | AUROC (deg.-matched) "
              "| AP (deg.-matched) | Hits@50 (deg.-matched) |",
              "|---|---|---|---|---|---|---|---|"]
