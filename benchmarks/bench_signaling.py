@@ -11,9 +11,9 @@ with replacement to M ∈ ``--sizes`` meta-cells (half stim, half control), and 
 of the default size (``CellTOSGConfig()``: GAT, hidden 16, 2 PPI layers, 2 heads) with random weights, and
 the default ``top_k`` / ``min_leaves`` / FDR threshold of ``infer_signaling`` — the cost of the pipeline
 does not depend on the values of the weights. Each size runs in a FRESH process (1 warm-up call on 16
-meta-cells first; 64 for the default method, whose pseudobulk fit needs both donors of each group) with glibc's mmap threshold at 64 KiB so that freed tensors leave RSS at once; peak
-memory = VmHWM − VmRSS right before the pipeline (``/proc/self/clear_refs``), i.e. the live peak of
-the analysis itself. Timed: the model pass (all layers and heads) + ``node_expression`` +
+meta-cells first; 64 for the default method, whose pseudobulk fit needs both donors of each group) with
+glibc's mmap threshold at 64 KiB so that freed tensors leave RSS at once; peak memory = VmHWM − VmRSS
+right before the pipeline (``/proc/self/clear_refs``), i.e. the live peak of the analysis itself. Timed: the model pass (all layers and heads) + ``node_expression`` +
 ``infer_signaling`` (statistics, top-k, component, pruning), in two modes measured in the same run:
 ``streamed`` (what ``omnicelltosg signaling`` does: ``group_edge_attention`` keeps per-group sums) and
 ``per_cell`` (the baseline: ``edge_attention`` returns the ``[M, P]`` per-cell matrix, averaged after).

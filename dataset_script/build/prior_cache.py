@@ -404,16 +404,14 @@ def _scatter(values: Sequence[str], table: dict[str, np.ndarray], dim: int) -> n
 
     Raises KeyError for a non-empty value ``table`` lacks (a bug: every such value was embedded)."""
     out = np.zeros((len(values), dim), dtype=np.float32)
-    if not table:
-        missing = [v for v in values if v]
-    else:
-        keys = list(table)
-        codes = pd.Index(keys).get_indexer(pd.Index(list(values), dtype=object))  # hashed in C, not a Python loop
-        present = codes >= 0
-        missing = [v for v, p in zip(values, present) if v and not p]
-        out[present] = np.stack([table[k] for k in keys])[codes[present]]
+    keys = list(table)
+    codes = pd.Index(keys, dtype=object).get_indexer(pd.Index(list(values), dtype=object))  # hashed in C
+    present = codes >= 0
+    missing = [v for v, p in zip(values, present) if v and not p]
     if missing:
         raise KeyError(f"no vector for {len(missing)} value(s), e.g. {missing[0][:80]!r}")
+    if keys:
+        out[present] = np.stack([table[k] for k in keys])[codes[present]]
     return out
 
 
