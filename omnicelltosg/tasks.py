@@ -43,7 +43,12 @@ ABLATIONS = {"celltosg_wide_only": "graph part (wide/linear path only)",
              "celltosg_deep_only": "linear path (graph part only)",
              "celltosg_no_priors": "text priors (learned node embedding)",
              "celltosg_scratch": "pretraining",
-             "celltosg_v1": "v2 architecture (the v1, paper-style design)"}
+             "celltosg_v1": "v2 architecture (the v1, paper-style design)",
+             "celltosg_fm_one_se": "graph part unless it beats the linear path by > 1 SE on validation"}
+#: Rows an evaluation derives from CellTOSG-FM's own training run (no model of their own, never trained
+#: alone): ``celltosg_fm_one_se`` is the FM selected by the one-standard-error rule instead of the validation
+#: maximum (:func:`omnicelltosg.train.finetuning.one_standard_error_rule`).
+DERIVED_FROM_FM = ("celltosg_fm_one_se",)
 #: Every model a task can run: the graph models, then the expression baselines.
 ALL_MODELS = [*GRAPH_MODELS, *EXPRESSION_BASELINES]
 #: The foundation model every other model is compared with.
@@ -202,4 +207,4 @@ def get_task(name: str) -> TaskSpec:
     return copy.deepcopy(TASKS[name])
 
 
-__all__ = ["TaskSpec", "TASKS", "get_task", "GRAPH_MODELS", "ABLATIONS", "ALL_MODELS", "FM"]
+__all__ = ["TaskSpec", "TASKS", "get_task", "GRAPH_MODELS", "ABLATIONS", "ALL_MODELS", "FM", "DERIVED_FROM_FM"]

@@ -1,6 +1,7 @@
 """Tests of ``omnicelltosg evaluate``: metrics against hand-checked cases and scikit-learn, statistics,
 baselines, and an end-to-end evaluation on the real Kang data (split integrity, resume, report)."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -89,7 +90,8 @@ def test_evaluate_kang_condition_end_to_end(built, tmp_path):
     out = tmp_path / "kang"
     res = run_evaluation(demo_dataset, spec, out, settings=settings, log=lambda *_: None)
     results = res["results"]
-    assert len(results) == 4 * 2  # every model ran on both directions (donor 101 → 107 and back)
+    # every model ran on both directions (donor 101 → 107 and back), plus the FM's one-SE row from its own run
+    assert len(results) == 5 * 2 and set(results["model"]) == {*spec.models, "celltosg_fm_one_se"}
     # split integrity: in each direction the test donor never trains, and all models saw the same test rows
     for v, cohort in res["cohorts"].items():
         donors = np.asarray(cohort.cells["donor_id"])
@@ -101,6 +103,15 @@ def test_evaluate_kang_condition_end_to_end(built, tmp_path):
         for _, row in results.iterrows():
             key = f"{row['model']}|{row['variant']}|{row['seed']}|"
             assert row["macro_f1"] == pytest.approx(f1_score(z[key + "truth"], z[key + "pred"], average="macro"))
+        # the one-SE row is either the FM as selected or its linear path, which is logistic regression
+        for v in res["cohorts"]:
+            rule = json.loads(results.query("model == 'celltosg_fm_one_se' and variant == @v")["hparams"].iloc[0])
+            one_se = z[f"celltosg_fm_one_se|{v}|0|pred"]
+            if rule["keeps linear (1-SE)"]:
+                assert (one_se == z[f"logistic_regression|{v}|0|pred"]).mean() >= 0.99
+            else:
+                assert rule["val difference"] > rule["val SE"]
+                np.testing.assert_array_equal(one_se, z[f"celltosg_fm|{v}|0|pred"])
     report = (out / "report.md").read_text()
     assert "kang_condition" in report and ("does not win" in report or "highest mean" in report)
     assert (out / "confusion_celltosg_fm.png").stat().st_size > 10_000

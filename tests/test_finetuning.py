@@ -16,7 +16,7 @@ from modeling_celltosg import (
 )
 from modeling_celltosg.configuration_celltosg import ARCHITECTURES
 from omnicelltosg.train import FinetuningArguments, finetune
-from omnicelltosg.train.finetuning import train_classifier
+from omnicelltosg.train.finetuning import one_standard_error_rule, train_classifier
 from omnicelltosg.train.wide import balanced_class_weights
 from tests.test_model import toy_config, toy_graph
 
@@ -119,3 +119,31 @@ def test_curves_align_the_initial_validation_point_at_epoch_zero():
     # equal lengths (the MLP): both from epoch 1
     pos = curve_positions({"train loss": [0.9, 0.5], "validation macro-F1": [0.6, 0.7]})
     assert list(pos["validation macro-F1"]) == [1, 2]
+
+
+def test_one_standard_error_rule_against_scipy_bootstrap():
+    """The rule keeps the linear model unless the selected one is better by more than one bootstrap SE of
+    the macro-F1 difference; that SE agrees with scipy.stats.bootstrap (paired) on the same cells."""
+    from scipy import stats
+
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, 3, 120)
+    linear = np.where(rng.random(120) < 0.7, truth, (truth + 1) % 3)
+    better = np.where(rng.random(120) < 0.5, truth, linear)  # fixes about half of the linear model's errors
+    rule = one_standard_error_rule(truth, linear, better, n_boot=2000)
+    ref = stats.bootstrap((truth, better, linear), lambda t, a, b: f1_score(t, a, average="macro")
+                          - f1_score(t, b, average="macro"), paired=True, vectorized=False, n_resamples=2000,
+                          random_state=1)
+    assert rule["standard_error"] == pytest.approx(ref.standard_error, rel=0.15)
+    assert rule["difference"] == pytest.approx(f1_score(truth, better, average="macro")
+                                               - f1_score(truth, linear, average="macro"))
+    assert rule["difference"] > rule["standard_error"] and not rule["keeps_linear"]
+    # a model that fixes 3 of the linear model's errors and makes 2 new ones: within the noise, the simpler
+    # model is kept
+    one_better = linear.copy()
+    wrong, right = np.flatnonzero(linear != truth), np.flatnonzero(linear == truth)
+    one_better[wrong[:3]] = truth[wrong[:3]]
+    one_better[right[:2]] = (truth[right[:2]] + 1) % 3
+    small = one_standard_error_rule(truth, linear, one_better)
+    assert 0 < small["difference"] <= small["standard_error"] and small["keeps_linear"]
+    assert one_standard_error_rule(truth, linear, linear)["keeps_linear"]  # a tie keeps the simpler model

@@ -64,8 +64,8 @@ def bootstrap_difference(runs: list[tuple[np.ndarray, np.ndarray, np.ndarray]], 
     Each replicate resamples every run's test meta-cells with replacement (independently per run),
     recomputes macro-F1 of both models on the resample and averages the per-run differences
     (a − b). Returns `mean_difference` (on the original data), `ci_low`, `ci_high` (percentile
-    interval) and `p_two_sided` (twice the smaller tail fraction of replicates at or beyond 0, at most 1,
-    floored at 1 / n_boot).
+    interval), `standard_error` (sd of the replicates, ddof 1) and `p_two_sided` (twice the smaller tail
+    fraction of replicates at or beyond 0, at most 1, floored at 1 / n_boot).
     """
     rng = np.random.default_rng(seed)
 
@@ -83,7 +83,8 @@ def bootstrap_difference(runs: list[tuple[np.ndarray, np.ndarray, np.ndarray]], 
     alpha = (1.0 - level) / 2
     tail = min((reps <= 0).mean(), (reps >= 0).mean())
     return {"mean_difference": observed, "ci_low": float(np.quantile(reps, alpha)),
-            "ci_high": float(np.quantile(reps, 1 - alpha)), "p_two_sided": float(min(1.0, max(2 * tail, 1.0 / n_boot))),
+            "ci_high": float(np.quantile(reps, 1 - alpha)), "standard_error": float(np.std(reps, ddof=1)),
+            "p_two_sided": float(min(1.0, max(2 * tail, 1.0 / n_boot))),
             "n_boot": n_boot, "level": level}
 
 

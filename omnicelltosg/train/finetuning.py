@@ -18,6 +18,7 @@ from transformers import get_cosine_schedule_with_warmup
 
 from modeling_celltosg.modeling_celltosg import CellTOSGForCellClassification
 from modeling_celltosg.tosg_graph import TOSGGraph
+from omnicelltosg.evaluation.metrics import bootstrap_difference
 from omnicelltosg.train.arguments import FinetuningArguments
 from omnicelltosg.train.wide import WIDE_WEIGHTS, balanced_class_weights, fit_wide_path
 
@@ -102,6 +103,36 @@ def _best_output(outputs, labels: Tensor) -> tuple[float, object]:
         return _val_macro_f1(outputs, labels), None
     scored = [(_val_macro_f1(logits, labels), key) for key, logits in outputs.items()]
     return max(scored, key=lambda fk: fk[0])  # ties: the first key
+
+
+def one_standard_error_rule(labels, linear_pred, selected_pred, *, n_boot: int = 1000, seed: int = 0) -> dict:
+    """The one-standard-error rule between a wide & deep model's fitted linear path and the model selected
+    by validation maximum: keep the graph part only when it beats the linear model on validation macro-F1 by
+    more than one bootstrap standard error of that difference, else prefer the simpler model (Breiman et
+    al. 1984, *Classification and Regression Trees* §3.4.3; Hastie, Tibshirani & Friedman, *The Elements of
+    Statistical Learning*, 2nd ed., §7.10).
+
+    Args:
+        labels, linear_pred, selected_pred: int class indices `[V]` of the validation cells: the truth, the
+            linear path's predictions, the selected model's predictions.
+        n_boot, seed: bootstrap replicates over validation cells and their numpy seed
+            (:func:`omnicelltosg.evaluation.metrics.bootstrap_difference`).
+
+    Returns:
+        `difference` (selected − linear validation macro-F1), `standard_error` (of that difference) and
+        `keeps_linear` (True when `difference <= standard_error`: the graph part is dropped).
+    """
+    labels, linear_pred, selected_pred = (np.asarray(a) for a in (labels, linear_pred, selected_pred))
+    b = bootstrap_difference([(labels, selected_pred, linear_pred)], n_boot=n_boot, seed=seed)
+    return {"difference": b["mean_difference"], "standard_error": b["standard_error"],
+            "keeps_linear": bool(b["mean_difference"] <= b["standard_error"])}
+
+
+@torch.no_grad()
+def _linear_path_logits(model, expression: Tensor, measured_mask: Tensor) -> Tensor:
+    """Logits `[M, num_labels]` of a wide & deep model's wide (linear) path alone (CPU float)."""
+    model.eval()
+    return model.wide(model.wide_features(expression, measured_mask).to(model.wide.weight.device)).cpu()
 
 
 def train_classifier(
@@ -228,7 +259,11 @@ def finetune(
         `wide` ({"C", "val_macro_f1"} of the fitted linear path, or None), test `accuracy`, `macro_f1`,
         `test_predictions` (numpy int `[len(test_idx)]`) and `test_probabilities` (numpy float
         `[len(test_idx), num_labels]`, softmax) from the best-on-validation weights, which are left loaded
-        in `model` (with `config.wide_weight` set to the selected readout).
+        in `model` (with `config.wide_weight` set to the selected readout); and `one_se` (None unless the
+        model is wide & deep): :func:`one_standard_error_rule` between the fitted linear path and the
+        selected model on validation, with the `val_macro_f1`, `test_predictions` and `test_probabilities`
+        of the model that rule keeps — a second selection from the same training run, reported beside
+        the first (no extra training).
 
     Raises:
         ValueError: empty training or validation indices, overlapping splits, an inconsistent graph.
@@ -278,6 +313,16 @@ def finetune(
         model.wide.requires_grad_(True)
     test_logits = predict(model, expression[test_idx], measured_mask[test_idx], graph, args.batch_size, device)
     test_pred, truth = test_logits.argmax(-1).numpy(), labels[test_idx].cpu().numpy()
+    one_se = None
+    if model.config.wide_path and model.config.deep_path:
+        val_pred = predict(model, expression[val_idx], measured_mask[val_idx], graph, args.batch_size, device)
+        linear_val = _linear_path_logits(model, expression[val_idx], measured_mask[val_idx])
+        one_se = one_standard_error_rule(labels[val_idx].cpu().numpy(), linear_val.argmax(-1).numpy(),
+                                         val_pred.argmax(-1).numpy(), seed=args.seed)
+        kept = _linear_path_logits(model, expression[test_idx], measured_mask[test_idx]) if one_se["keeps_linear"] \
+            else test_logits
+        one_se.update(val_macro_f1=_val_macro_f1(linear_val if one_se["keeps_linear"] else val_pred, labels[val_idx]),
+                      test_predictions=kept.argmax(-1).numpy(), test_probabilities=torch.softmax(kept, dim=-1).numpy())
     return {
         **res,
         "wide": wide,
@@ -285,7 +330,8 @@ def finetune(
         "macro_f1": float(f1_score(truth, test_pred, average="macro")) if len(truth) else float("nan"),
         "test_predictions": test_pred,
         "test_probabilities": torch.softmax(test_logits, dim=-1).numpy(),
+        "one_se": one_se,
     }
 
 
-__all__ = ["finetune", "train_classifier", "predict", "recalibrate_batchnorm"]
+__all__ = ["finetune", "train_classifier", "predict", "recalibrate_batchnorm", "one_standard_error_rule"]

@@ -12,6 +12,8 @@ name                        architecture  node identity         pretrained  what
 ``celltosg_no_priors``      v2 (GAT)      learned embedding     yes         do the priors help?
 ``celltosg_scratch``        v2 (GAT)      text priors           no          does pretraining help?
 ``celltosg_v1``             v1 (GAT)      text priors           yes         the paper-style design
+``celltosg_fm_one_se``      the FM's run  (no training of its own)          the one-SE rule instead of
+                                                                            the validation maximum
 ``gcn`` / ``gat`` / ``unimp``  v1           learned embedding     no          GNN baselines
 ``mlp``                     expression    —                     no          the paper's DNN
 ``logistic_regression``     expression    —                     no          linear baseline
@@ -51,7 +53,7 @@ from omnicelltosg.evaluation.metrics import (
     classification_metrics,
     paired_test,
 )
-from omnicelltosg.tasks import ABLATIONS, FM, GRAPH_MODELS, TaskSpec
+from omnicelltosg.tasks import ABLATIONS, DERIVED_FROM_FM, FM, GRAPH_MODELS, TaskSpec
 from omnicelltosg.train import FinetuningArguments, PretrainingArguments
 
 #: Fine-tuning learning rates an evaluation tries for every model trained by gradient descent (graph models
@@ -201,7 +203,8 @@ def _model_config(model_spec: dict, settings: EvaluationSettings, *, head: bool 
 def _graph_model_run(name: str, variant: _Variant, graph, pretrained: Path | None, settings: EvaluationSettings,
                      seed: int) -> tuple[ModelRun, object]:
     """Fine-tune graph model ``name`` (from ``pretrained``, or from scratch when None) for each learning
-    rate; keep the best on validation."""
+    rate; keep the best on validation. Returns its run, the fine-tuned model, and the runs derived from
+    the same training (:data:`omnicelltosg.tasks.DERIVED_FROM_FM`, for the FM; else none)."""
     from modeling_celltosg import CellTOSGConfig, CellTOSGForCellClassification
     from omnicelltosg.train import finetune
 
@@ -233,11 +236,20 @@ def _graph_model_run(name: str, variant: _Variant, graph, pretrained: Path | Non
     hparams = {"lr": lr, "epochs_run": res["epochs_run"], "steps": res["steps"],
                **({"wide C": res["wide"]["C"]} if res["wide"] else {}),
                **({"wide weight": res["best_output"]} if res.get("best_output") is not None else {})}
+    seconds = time.perf_counter() - t0
     run = ModelRun(name, res["val_macro_f1"], res["test_predictions"], res["test_probabilities"], hparams,
                    best_epoch=res["best_epoch"],
                    curves={"train loss": res["train_loss_curve"], "validation macro-F1": res["val_macro_f1_curve"]},
-                   seconds=time.perf_counter() - t0)
-    return run, model
+                   seconds=seconds)
+    derived = []
+    if name == FM and res.get("one_se"):
+        rule = res["one_se"]
+        derived.append(ModelRun(
+            DERIVED_FROM_FM[0], rule["val_macro_f1"], rule["test_predictions"], rule["test_probabilities"],
+            {**hparams, "keeps linear (1-SE)": rule["keeps_linear"], "val difference": round(rule["difference"], 4),
+             "val SE": round(rule["standard_error"], 4)},
+            best_epoch=0 if rule["keeps_linear"] else res["best_epoch"], seconds=seconds))
+    return run, model, derived
 
 
 def _load_variant(dataset: Path, spec: TaskSpec, v: int) -> _Variant:
@@ -295,7 +307,10 @@ def _train_missing_runs(dataset: Path, spec: TaskSpec, settings: EvaluationSetti
                     model_spec = GRAPH_MODELS[name]
                     pretrained = (_pretrain(dataset, graph, variant, model_spec, settings, out)
                                   if model_spec["pretrained"] else None)
-                    run, model = _graph_model_run(name, variant, graph, pretrained, settings, seed)
+                    run, model, derived = _graph_model_run(name, variant, graph, pretrained, settings, seed)
+                    for extra in derived:  # rows derived from the same training run (no training of their own)
+                        if not progress.done(extra.model, v, seed):
+                            progress.add(*_result_row(spec, extra.model, variant, seed, extra), None)
                     if name == FM and umap_inputs is None:
                         umap_inputs, heatmap = _fm_figures(model, variant, graph, out, seed)
                 else:
