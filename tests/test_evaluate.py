@@ -193,6 +193,17 @@ def test_resume_refuses_other_settings(built, tmp_path):
     other = EvaluationSettings(learning_rates=(1e-2,))
     with pytest.raises(ValueError, match="settings"):
         run_evaluation(built[0], spec, tmp_path, settings=other, log=lambda *_: None)
+    # one writer per folder: while another process holds the lock, a second evaluation refuses and writes nothing
+    from filelock import FileLock
+
+    from omnicelltosg.workflows.evaluate import LOCK_NAME
+
+    before = {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()}
+    with FileLock(tmp_path / LOCK_NAME):
+        with pytest.raises(RuntimeError, match="another `omnicelltosg evaluate` process"):
+            run_evaluation(built[0], spec, tmp_path, log=lambda *_: None)
+    assert {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()} == before
+    run_evaluation(built[0], spec, tmp_path, log=lambda *_: None)  # released: the folder resumes
 
 
 def test_above_chance_against_scipy():

@@ -38,12 +38,14 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
+from filelock import FileLock, Timeout
 
 from dataset_script.files import atomic_directory, atomic_file, atomic_write_text
 from omnicelltosg.evaluation.baselines import EXPRESSION_BASELINES, ModelRun
@@ -56,6 +58,8 @@ from omnicelltosg.evaluation.metrics import (
 from omnicelltosg.tasks import ABLATIONS, DERIVED_FROM_FM, FM, GRAPH_MODELS, TaskSpec
 from omnicelltosg.train import FinetuningArguments, PretrainingArguments
 
+#: Lock file an evaluation holds in its output folder while it writes there (one writer per folder).
+LOCK_NAME = ".evaluate.lock"
 #: Fine-tuning learning rates an evaluation tries for every model trained by gradient descent (graph models
 #: and the MLP), the best on validation kept.
 LEARNING_RATE_GRID = (1e-3, 3e-3, 1e-2)
@@ -351,6 +355,26 @@ def _figures(spec: TaskSpec, progress: _Progress, variants: dict, comparison: di
     return figures
 
 
+@contextmanager
+def _single_writer(out: Path):
+    """Hold ``out/.evaluate.lock`` (``filelock``) while an evaluation writes ``out``: two processes on one
+    folder would each rewrite ``results.csv`` from their own rows and lose the other's.
+
+    Raises:
+        RuntimeError: another process holds the lock (says which folder, and what to do).
+    """
+    lock = FileLock(out / LOCK_NAME)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise RuntimeError(f"{out} is being written by another `omnicelltosg evaluate` process (it holds "
+                           f"{out / LOCK_NAME}); wait for it to finish, or write to another --out.") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def run_evaluation(dataset: str | Path, spec: TaskSpec, out: str | Path, *, settings: EvaluationSettings | None = None,
                    log=print) -> dict:
     """Run every model of ``spec`` on every (split variant, seed) and write the results into ``out``.
@@ -368,9 +392,11 @@ def run_evaluation(dataset: str | Path, spec: TaskSpec, out: str | Path, *, sett
     bootstrap CI over test meta-cells), figures (``confusion_<model>.png``, ``curves.png``,
     ``umap.png``) and ``report.md``, each atomically. Rows already in ``results.csv`` (same model,
     variant, seed) are reused, so an interrupted evaluation resumes (``run_config.json`` records the
-    settings, cohort and dataset; a folder made with others is refused).
+    settings, cohort and dataset; a folder made with others is refused). One process writes a folder at a
+    time (``.evaluate.lock``).
 
     Raises:
+        RuntimeError: another evaluation is writing ``out``.
         ValueError: unknown models, an empty plan, a folder holding runs made with other settings, or a
             cohort the loader rejects (e.g. a donor-level split with too few donors — the message says
             which option to use instead).
@@ -390,30 +416,31 @@ def run_evaluation(dataset: str | Path, spec: TaskSpec, out: str | Path, *, sett
     run_config = _check_resume(out, spec, settings, dataset)
     variants = {v: _load_variant(dataset, spec, v) for v in range(len(spec.split_variants))}
     out.mkdir(parents=True, exist_ok=True)
-    if run_config is not None:
-        atomic_write_text(out / "run_config.json", json.dumps(run_config, indent=1))
-    progress = _Progress.load(out)
-    umap_inputs, heatmap = _train_missing_runs(dataset, spec, settings, graph, progress, out, log, variants)
+    with _single_writer(out):
+        if run_config is not None:
+            atomic_write_text(out / "run_config.json", json.dumps(run_config, indent=1))
+        progress = _Progress.load(out)
+        umap_inputs, heatmap = _train_missing_runs(dataset, spec, settings, graph, progress, out, log, variants)
 
-    results = pd.DataFrame(progress.rows)
-    summary = summarize(results)
-    chance = {m: above_chance(g["balanced_accuracy"].to_numpy(), len(variants[0].cohort.label_names))
-              for m, g in results.groupby("model")}
-    summary["above_chance_flag"] = summary["model"].map(lambda m: chance[m]["flag"])
-    summary["test_level"] = summary["model"].map(results.groupby("model")["test_level"]
-                                                 .agg(lambda t: "/".join(sorted(set(t)))))
-    comparison = compare_with_best(results, progress.predictions)
-    comparison["above_chance"] = chance
-    comparison["test_level"] = "/".join(sorted(set(results["test_level"])))
-    with atomic_file(out / "summary.csv") as tmp:
-        summary.to_csv(tmp, index=False)
-    atomic_write_text(out / "comparison.json", json.dumps(comparison, indent=2))
-    figures = _figures(spec, progress, variants, comparison, graph, out, umap_inputs, heatmap)
-    cohorts = {v: variant.cohort for v, variant in variants.items()}
-    write_evaluation_report(spec, settings.to_dict(), cohorts, results, summary, comparison, figures, dataset,
-                            out / "report.md")
-    _update_model_card(out / "checkpoints" / "celltosg_fm_finetuned", spec, settings, summary, comparison, dataset)
-    return {"results": results, "summary": summary, "comparison": comparison, "figures": figures, "cohorts": cohorts}
+        results = pd.DataFrame(progress.rows)
+        summary = summarize(results)
+        chance = {m: above_chance(g["balanced_accuracy"].to_numpy(), len(variants[0].cohort.label_names))
+                  for m, g in results.groupby("model")}
+        summary["above_chance_flag"] = summary["model"].map(lambda m: chance[m]["flag"])
+        summary["test_level"] = summary["model"].map(results.groupby("model")["test_level"]
+                                                     .agg(lambda t: "/".join(sorted(set(t)))))
+        comparison = compare_with_best(results, progress.predictions)
+        comparison["above_chance"] = chance
+        comparison["test_level"] = "/".join(sorted(set(results["test_level"])))
+        with atomic_file(out / "summary.csv") as tmp:
+            summary.to_csv(tmp, index=False)
+        atomic_write_text(out / "comparison.json", json.dumps(comparison, indent=2))
+        figures = _figures(spec, progress, variants, comparison, graph, out, umap_inputs, heatmap)
+        cohorts = {v: variant.cohort for v, variant in variants.items()}
+        write_evaluation_report(spec, settings.to_dict(), cohorts, results, summary, comparison, figures, dataset,
+                                out / "report.md")
+        _update_model_card(out / "checkpoints" / "celltosg_fm_finetuned", spec, settings, summary, comparison, dataset)
+        return {"results": results, "summary": summary, "comparison": comparison, "figures": figures, "cohorts": cohorts}
 
 
 def _umap_inputs_from_checkpoint(checkpoint: Path, variants: dict[int, _Variant], graph) -> tuple | None:
