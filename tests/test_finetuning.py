@@ -147,3 +147,23 @@ def test_one_standard_error_rule_against_scipy_bootstrap():
     small = one_standard_error_rule(truth, linear, one_better)
     assert 0 < small["difference"] <= small["standard_error"] and small["keeps_linear"]
     assert one_standard_error_rule(truth, linear, linear)["keeps_linear"]  # a tie keeps the simpler model
+
+
+def test_one_graph_pass_gives_every_wide_weight_readout():
+    """Validation scores both readouts of a wide & deep model from one pass of each path; they must equal the
+    model's own logits at each `wide_weight`."""
+    from omnicelltosg.train.finetuning import _predict_paths, predict
+    from omnicelltosg.train.wide import WIDE_WEIGHTS
+
+    torch.manual_seed(0)
+    model = CellTOSGForCellClassification(toy_config(num_labels=2))
+    x, m, _ = _toy_problem(n=10)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.3)  # a trained-looking model: both paths non-zero
+    wide, deep = _predict_paths(model, x, m, toy_graph(), batch_size=4, device="cpu")
+    assert wide.abs().sum() > 0 and deep.abs().sum() > 0
+    for weight in WIDE_WEIGHTS:
+        model.config.wide_weight = weight
+        np.testing.assert_allclose((weight * wide + deep).numpy(), predict(model, x, m, toy_graph(), 4).numpy(),
+                                   rtol=0, atol=1e-6)

@@ -129,10 +129,20 @@ def one_standard_error_rule(labels, linear_pred, selected_pred, *, n_boot: int =
 
 
 @torch.no_grad()
-def _linear_path_logits(model, expression: Tensor, measured_mask: Tensor) -> Tensor:
-    """Logits `[M, num_labels]` of a wide & deep model's wide (linear) path alone (CPU float)."""
-    model.eval()
-    return model.wide(model.wide_features(expression, measured_mask).to(model.wide.weight.device)).cpu()
+def _predict_paths(model, expression: Tensor, measured_mask: Tensor, graph: TOSGGraph, batch_size: int,
+                   device) -> tuple[Tensor, Tensor]:
+    """`(wide_logits, deep_logits)`, each `[M, num_labels]` (CPU float), of a wide & deep model in eval mode:
+    one graph pass, from which every readout `wide_weight · wide + deep` follows (the model's own formula)."""
+    model.to(device).eval()
+    graph = graph.to(device)
+    wide, deep = [], []
+    for i in range(0, expression.size(0), batch_size):
+        rows = slice(i, i + batch_size)
+        out = model(expression[rows].to(device), graph, measured_mask=measured_mask[rows].to(device))
+        wide.append(out.wide_logits.cpu())
+        deep.append(out.deep_logits.cpu())
+    empty = torch.empty(0, model.config.num_labels)
+    return (torch.cat(wide), torch.cat(deep)) if wide else (empty, empty)
 
 
 def train_classifier(
@@ -287,11 +297,10 @@ def finetune(
             return out.logits if out.deep_logits is None else out.deep_logits
         if not (model.config.wide_path and model.config.deep_path):
             return predict(model, expression[rows], measured_mask[rows], graph, args.batch_size, device)
-        outputs = {}
-        for weight in WIDE_WEIGHTS:  # wide & deep, and the graph part alone: chosen on validation
-            model.config.wide_weight = weight
-            outputs[weight] = predict(model, expression[rows], measured_mask[rows], graph, args.batch_size, device)
-        return outputs
+        wide_logits, deep_logits = _predict_paths(model, expression[rows], measured_mask[rows], graph,
+                                                  args.batch_size, device)
+        # wide & deep, and the graph part alone: chosen on validation
+        return {weight: weight * wide_logits + deep_logits for weight in WIDE_WEIGHTS}
 
     def recalibrate() -> None:
         order = train_idx[torch.randperm(len(train_idx), generator=recalibration)]
@@ -311,18 +320,22 @@ def finetune(
                "epochs_run": 0, "steps": 0, "stopped_early": False, "best_output": None}
     if model.wide is not None:
         model.wide.requires_grad_(True)
-    test_logits = predict(model, expression[test_idx], measured_mask[test_idx], graph, args.batch_size, device)
-    test_pred, truth = test_logits.argmax(-1).numpy(), labels[test_idx].cpu().numpy()
     one_se = None
     if model.config.wide_path and model.config.deep_path:
-        val_pred = predict(model, expression[val_idx], measured_mask[val_idx], graph, args.batch_size, device)
-        linear_val = _linear_path_logits(model, expression[val_idx], measured_mask[val_idx])
-        one_se = one_standard_error_rule(labels[val_idx].cpu().numpy(), linear_val.argmax(-1).numpy(),
-                                         val_pred.argmax(-1).numpy(), seed=args.seed)
-        kept = _linear_path_logits(model, expression[test_idx], measured_mask[test_idx]) if one_se["keeps_linear"] \
-            else test_logits
-        one_se.update(val_macro_f1=_val_macro_f1(linear_val if one_se["keeps_linear"] else val_pred, labels[val_idx]),
-                      test_predictions=kept.argmax(-1).numpy(), test_probabilities=torch.softmax(kept, dim=-1).numpy())
+        paths = {split: _predict_paths(model, expression[idx], measured_mask[idx], graph, args.batch_size, device)
+                 for split, idx in (("validation", val_idx), ("test", test_idx))}
+        selected = {split: model.config.wide_weight * w + d for split, (w, d) in paths.items()}
+        linear = {split: w for split, (w, _) in paths.items()}
+        one_se = one_standard_error_rule(labels[val_idx].cpu().numpy(), linear["validation"].argmax(-1).numpy(),
+                                         selected["validation"].argmax(-1).numpy(), seed=args.seed)
+        kept = linear if one_se["keeps_linear"] else selected
+        one_se.update(val_macro_f1=_val_macro_f1(kept["validation"], labels[val_idx]),
+                      test_predictions=kept["test"].argmax(-1).numpy(),
+                      test_probabilities=torch.softmax(kept["test"], dim=-1).numpy())
+        test_logits = selected["test"]
+    else:
+        test_logits = predict(model, expression[test_idx], measured_mask[test_idx], graph, args.batch_size, device)
+    test_pred, truth = test_logits.argmax(-1).numpy(), labels[test_idx].cpu().numpy()
     return {
         **res,
         "wide": wide,
