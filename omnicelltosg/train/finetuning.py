@@ -228,6 +228,23 @@ def train_classifier(
             "stopped_early": len(losses) < args.epochs, "best_output": best_output}
 
 
+def _score_wide_and_deep(model, expression, measured_mask, labels, graph, val_idx, test_idx, args, device):
+    """Test logits of a fine-tuned wide & deep model as selected, and :func:`one_standard_error_rule` between
+    its fitted linear path and that selection on validation, with the `val_macro_f1`, `test_predictions`
+    and `test_probabilities` of the model the rule keeps (one pass of each path per split)."""
+    paths = {split: _predict_paths(model, expression[idx], measured_mask[idx], graph, args.batch_size, device)
+             for split, idx in (("validation", val_idx), ("test", test_idx))}
+    selected = {split: model.config.wide_weight * w + d for split, (w, d) in paths.items()}
+    linear = {split: w for split, (w, _) in paths.items()}
+    one_se = one_standard_error_rule(labels[val_idx].cpu().numpy(), linear["validation"].argmax(-1).numpy(),
+                                     selected["validation"].argmax(-1).numpy(), seed=args.seed)
+    kept = linear if one_se["keeps_linear"] else selected
+    one_se.update(val_macro_f1=_val_macro_f1(kept["validation"], labels[val_idx]),
+                  test_predictions=kept["test"].argmax(-1).numpy(),
+                  test_probabilities=torch.softmax(kept["test"], dim=-1).numpy())
+    return selected["test"], one_se
+
+
 def finetune(
     model: CellTOSGForCellClassification,
     expression: Tensor,
@@ -320,21 +337,12 @@ def finetune(
                "epochs_run": 0, "steps": 0, "stopped_early": False, "best_output": None}
     if model.wide is not None:
         model.wide.requires_grad_(True)
-    one_se = None
     if model.config.wide_path and model.config.deep_path:
-        paths = {split: _predict_paths(model, expression[idx], measured_mask[idx], graph, args.batch_size, device)
-                 for split, idx in (("validation", val_idx), ("test", test_idx))}
-        selected = {split: model.config.wide_weight * w + d for split, (w, d) in paths.items()}
-        linear = {split: w for split, (w, _) in paths.items()}
-        one_se = one_standard_error_rule(labels[val_idx].cpu().numpy(), linear["validation"].argmax(-1).numpy(),
-                                         selected["validation"].argmax(-1).numpy(), seed=args.seed)
-        kept = linear if one_se["keeps_linear"] else selected
-        one_se.update(val_macro_f1=_val_macro_f1(kept["validation"], labels[val_idx]),
-                      test_predictions=kept["test"].argmax(-1).numpy(),
-                      test_probabilities=torch.softmax(kept["test"], dim=-1).numpy())
-        test_logits = selected["test"]
+        test_logits, one_se = _score_wide_and_deep(model, expression, measured_mask, labels, graph, val_idx, test_idx,
+                                                   args, device)
     else:
-        test_logits = predict(model, expression[test_idx], measured_mask[test_idx], graph, args.batch_size, device)
+        test_logits, one_se = predict(model, expression[test_idx], measured_mask[test_idx], graph, args.batch_size,
+                                      device), None
     test_pred, truth = test_logits.argmax(-1).numpy(), labels[test_idx].cpu().numpy()
     return {
         **res,
