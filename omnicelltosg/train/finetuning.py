@@ -34,13 +34,23 @@ def predict(
 ) -> Tensor:
     """Logits `[M, num_labels]` (CPU float) for `expression` `[M, Nt]` / `measured_mask` `[M, Nt]`, in eval mode,
     encoded in chunks of `batch_size` cells."""
+    return _predict_outputs(model, expression, measured_mask, graph, batch_size, device, ("logits",))[0]
+
+
+@torch.no_grad()
+def _predict_outputs(model, expression: Tensor, measured_mask: Tensor, graph: TOSGGraph, batch_size: int, device,
+                     names: tuple[str, ...]) -> list[Tensor]:
+    """The classifier outputs `names` (fields of its output, each `[M, num_labels]`, CPU float) in eval mode,
+    encoded in chunks of `batch_size` cells."""
     model.to(device).eval()
     graph = graph.to(device)
-    chunks = []
+    chunks = {name: [] for name in names}
     for i in range(0, expression.size(0), batch_size):
         rows = slice(i, i + batch_size)
-        chunks.append(model(expression[rows].to(device), graph, measured_mask=measured_mask[rows].to(device)).logits.cpu())
-    return torch.cat(chunks) if chunks else torch.empty(0, model.config.num_labels)
+        out = model(expression[rows].to(device), graph, measured_mask=measured_mask[rows].to(device))
+        for name in names:
+            chunks[name].append(getattr(out, name).cpu())
+    return [torch.cat(c) if c else torch.empty(0, model.config.num_labels) for c in chunks.values()]
 
 
 @torch.no_grad()
@@ -128,21 +138,13 @@ def one_standard_error_rule(labels, linear_pred, selected_pred, *, n_boot: int =
             "keeps_linear": bool(b["mean_difference"] <= b["standard_error"])}
 
 
-@torch.no_grad()
 def _predict_paths(model, expression: Tensor, measured_mask: Tensor, graph: TOSGGraph, batch_size: int,
                    device) -> tuple[Tensor, Tensor]:
     """`(wide_logits, deep_logits)`, each `[M, num_labels]` (CPU float), of a wide & deep model in eval mode:
     one graph pass, from which every readout `wide_weight · wide + deep` follows (the model's own formula)."""
-    model.to(device).eval()
-    graph = graph.to(device)
-    wide, deep = [], []
-    for i in range(0, expression.size(0), batch_size):
-        rows = slice(i, i + batch_size)
-        out = model(expression[rows].to(device), graph, measured_mask=measured_mask[rows].to(device))
-        wide.append(out.wide_logits.cpu())
-        deep.append(out.deep_logits.cpu())
-    empty = torch.empty(0, model.config.num_labels)
-    return (torch.cat(wide), torch.cat(deep)) if wide else (empty, empty)
+    wide, deep = _predict_outputs(model, expression, measured_mask, graph, batch_size, device,
+                                  ("wide_logits", "deep_logits"))
+    return wide, deep
 
 
 def train_classifier(

@@ -205,7 +205,7 @@ def _model_config(model_spec: dict, settings: EvaluationSettings, *, head: bool 
 
 
 def _graph_model_run(name: str, variant: _Variant, graph, pretrained: Path | None, settings: EvaluationSettings,
-                     seed: int) -> tuple[ModelRun, object]:
+                     seed: int) -> tuple[ModelRun, object, list[ModelRun]]:
     """Fine-tune graph model ``name`` (from ``pretrained``, or from scratch when None) for each learning
     rate; keep the best on validation. Returns its run, the fine-tuned model, and the runs derived from
     the same training (:data:`omnicelltosg.tasks.DERIVED_FROM_FM`, for the FM; else none)."""
