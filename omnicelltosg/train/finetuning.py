@@ -259,6 +259,7 @@ def finetune(
     val_idx,
     test_idx,
     device: str | torch.device = "cpu",
+    one_se: bool = False,
     **overrides,
 ) -> dict:
     """Fine-tune a cell classifier with :func:`train_classifier`; select on validation macro-F1, then score
@@ -281,6 +282,8 @@ def finetune(
         args: the training budget (default `FinetuningArguments()`).
         train_idx, val_idx, test_idx: disjoint row indices (array-like of int) into the `M` cells.
         device: where to train.
+        one_se: also score the one-standard-error selection of a wide & deep model (`one_se` below; a
+            bootstrap over validation cells, so off unless a caller reports it).
         **overrides: `FinetuningArguments` fields replacing those of `args` (`TypeError` on unknown names).
 
     Returns:
@@ -288,8 +291,8 @@ def finetune(
         `wide` ({"C", "val_macro_f1"} of the fitted linear path, or None), test `accuracy`, `macro_f1`,
         `test_predictions` (numpy int `[len(test_idx)]`) and `test_probabilities` (numpy float
         `[len(test_idx), num_labels]`, softmax) from the best-on-validation weights, which are left loaded
-        in `model` (with `config.wide_weight` set to the selected readout); and `one_se` (None unless the
-        model is wide & deep): :func:`one_standard_error_rule` between the fitted linear path and the
+        in `model` (with `config.wide_weight` set to the selected readout); and `one_se` (None unless asked
+        for and the model is wide & deep): :func:`one_standard_error_rule` between the fitted linear path and the
         selected model on validation, with the `val_macro_f1`, `test_predictions` and `test_probabilities`
         of the model that rule keeps — a second selection from the same training run, reported beside
         the first (no extra training).
@@ -339,7 +342,7 @@ def finetune(
                "epochs_run": 0, "steps": 0, "stopped_early": False, "best_output": None}
     if model.wide is not None:
         model.wide.requires_grad_(True)
-    if model.config.wide_path and model.config.deep_path:
+    if one_se and model.config.wide_path and model.config.deep_path:
         test_logits, one_se = _score_wide_and_deep(model, expression, measured_mask, labels, graph, val_idx, test_idx,
                                                    args, device)
     else:

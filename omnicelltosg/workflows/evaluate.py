@@ -233,7 +233,7 @@ def _graph_model_run(name: str, variant: _Variant, graph, pretrained: Path | Non
             model = CellTOSGForCellClassification(config)
         res = finetune(model, variant.x, variant.m, variant.y, graph, settings.finetuning,
                        train_idx=cohort.splits["train"], val_idx=cohort.splits["validation"],
-                       test_idx=cohort.splits["test"], seed=seed, learning_rate=lr)
+                       test_idx=cohort.splits["test"], seed=seed, learning_rate=lr, one_se=name == FM)
         if best is None or res["val_macro_f1"] > best[0]["val_macro_f1"]:
             best = (res, lr, model)
     res, lr, model = best
