@@ -1,7 +1,7 @@
 """Benchmark: time and peak memory of signaling inference, and how they grow with the number of meta-cells.
 
 Three modes, measured in the same run: ``evidence_network`` (the default method of issue 19: pseudobulk
-DESeq2 evidence, gradient attributions of the classifier on a stratified subsample with their permutation
+DESeq2 evidence per donor × cell type × condition, gradient attributions of the classifier on a stratified subsample with their permutation
 null, PCST + random walk with the rewired-network null, edge occlusion — the tool calls of
 ``omnicelltosg signaling``), and the two paper-pipeline modes below (the baseline of the ratio is
 ``streamed``, what the paper method costs).
@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
-def _evidence_network_pipeline(model, graph, symbols, x, mask, groups, counts, donors):
+def _evidence_network_pipeline(model, graph, symbols, x, mask, groups, counts, donors, cell_types):
     """The default method's tool calls on in-memory inputs (as ``run_signaling`` makes them)."""
     import numpy as np
     import pandas as pd
@@ -51,10 +51,11 @@ def _evidence_network_pipeline(model, graph, symbols, x, mask, groups, counts, d
 
     measured = np.flatnonzero(mask.numpy().any(0))
     tsym = symbols[:graph.num_transcripts][measured]
-    samples = pd.DataFrame({"donor_id": donors, "condition": groups})
+    samples = pd.DataFrame({"donor_id": donors, "condition": groups, "cell_type": cell_types})
     evidence, _ = differential_evidence(counts=counts[:, measured], log_expression=x.numpy()[:, measured],
                                         samples=samples, symbols=tsym, group_column="condition", case="stim",
-                                        control="control", donor_column="donor_id", counts_available=True)
+                                        control="control", donor_column="donor_id", counts_available=True,
+                                        cell_type_column="cell_type")
     psym = symbols[graph.num_transcripts:]
     pairs = graph.ppi_edge_index.numpy().T - graph.num_transcripts
     ppi = PPINetwork.from_pairs(tsym, [(psym[a], psym[b]) for a, b in pairs])
@@ -101,15 +102,16 @@ def child(dataset: str, m: int, seed: int, threads: int, mode: str) -> dict:
                            for g in ("stim", "control")])
     x, mask, groups = x_all[rows], m_all[rows], groups_all[rows]
     donors = np.asarray(cohort.cells["donor_id"]).astype(str)[rows]
+    cell_types = np.asarray(cohort.cells["cell_type"]).astype(str)[rows]
     counts = _counts(cohort)[rows]
     config = CellTOSGConfig.for_graph(graph, num_labels=2, id2label={0: "control", 1: "stim"},
                                       label2id={"control": 0, "stim": 1})  # the default (demo-sized) model
     model = CellTOSGForCellClassification(config).eval()
     symbols = entities["symbol"].to_numpy()[graph.num_transcripts:]
 
-    def pipeline(xx, mm, gg, cc=None, dd=None):
+    def pipeline(xx, mm, gg, cc=None, dd=None, tt=None):
         if mode == "evidence_network":
-            return _evidence_network_pipeline(model, graph, entities["symbol"].astype(str).to_numpy(), xx, mm, gg, cc, dd)
+            return _evidence_network_pipeline(model, graph, entities["symbol"].astype(str).to_numpy(), xx, mm, gg, cc, dd, tt)
         if mode == "streamed":
             pairs, weights, _ = group_edge_attention(model, xx, mm, graph, gg)
         else:
@@ -122,11 +124,11 @@ def child(dataset: str, m: int, seed: int, threads: int, mode: str) -> dict:
     # for its pseudobulk fit, so its warm-up takes 32 + 32 (measured on its own, not in the result)
     per_group = 32 if mode == "evidence_network" else 8
     warm = np.concatenate([np.flatnonzero(groups == g)[:per_group] for g in ("stim", "control")])
-    pipeline(x[warm], mask[warm], groups[warm], counts[warm], donors[warm])
+    pipeline(x[warm], mask[warm], groups[warm], counts[warm], donors[warm], cell_types[warm])
     before = rss_bytes()
     reset_hwm()
     t0 = time.perf_counter()
-    res = pipeline(x, mask, groups, counts, donors)
+    res = pipeline(x, mask, groups, counts, donors, cell_types)
     seconds = time.perf_counter() - t0
     core = res.network if mode == "evidence_network" else res.core
     return {"mode": mode, "metacells": m, "seconds": seconds, "peak_mib": (hwm_bytes() - before) / 2**20,

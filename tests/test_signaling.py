@@ -293,6 +293,14 @@ def test_signaling_command_on_real_kang(built, tmp_path, data_dir):
                        "fold_change_baseline", "paper", "uniform_control"}
     assert all(0 <= r["auprc"] <= 1 for r in summary["validation"])
     assert summary["evidence"]["level"] == "pseudobulk_deseq2"  # counts and two donors per group
+    # Kang's cell types hold both conditions: samples are donor × cell type × condition (counted here from
+    # the cohort's own metadata), cell types with one condition only are left out of the model
+    assert summary["evidence"]["design"] == "~ donor_id + cell_type + condition"
+    meta = cohort.cells.select_columns(["donor_id", "cell_type", "condition"]).to_pandas()
+    both = meta.groupby("cell_type")["condition"].nunique()
+    kept = meta[meta["cell_type"].isin(both.index[both == 2])]
+    assert len(summary["evidence"]["samples"]) == len(kept.drop_duplicates()) > 4 * 2
+    assert summary["evidence"]["left_out"] == sorted(both.index[both < 2])
     assert json.loads((out / "summary.json").read_text())["network"] == summary["network"]
     report = (out / "report.md").read_text()
     assert "REPRODUCTION" in report and "What the model adds" in report and "AUPRC" in report

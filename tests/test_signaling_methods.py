@@ -61,6 +61,39 @@ def test_deseq2_evidence_finds_the_planted_genes_and_welch_matches_scipy():
         welch_evidence(x[:11], samples["cond"].to_numpy()[:11], symbols, case="stim", control="ctrl")
 
 
+def test_cell_type_covariate_removes_a_composition_effect_and_keeps_a_shared_response():
+    # 2 donors; cell type A is 4 of 16 meta-cells in control but 12 of 16 in stim; gene 0 marks A (no
+    # response); genes 1-3 go up 3x in stim in both types; type C exists in stim only (must be left out).
+    rng = np.random.default_rng(2)
+    rows = []
+    for donor in ("d1", "d2"):
+        for cond, n_a in (("ctrl", 4), ("stim", 12)):
+            rows += [(donor, cond, "A")] * n_a + [(donor, cond, "B")] * (16 - n_a)
+        rows += [(donor, "stim", "C")] * 3
+    samples = pd.DataFrame(rows, columns=["donor", "cond", "cell_type"])
+    mu = np.tile(rng.gamma(4, 5, 40), (len(samples), 1))
+    is_a, is_stim = (samples["cell_type"] == "A").to_numpy(), (samples["cond"] == "stim").to_numpy()
+    mu[:, 0] = np.where(is_a, 60.0, 2.0)
+    mu[is_stim, 1:4] *= 3.0
+    counts = rng.poisson(mu)
+    kw = dict(counts=counts, log_expression=np.log1p(counts), samples=samples, symbols=[f"g{i}" for i in range(40)],
+              group_column="cond", case="stim", control="ctrl", donor_column="donor", counts_available=True)
+    plain, plain_info = differential_evidence(**kw)
+    adjusted, info = differential_evidence(**kw, cell_type_column="cell_type")
+    assert plain_info["design"] == "~ donor + cond" and len(plain_info["samples"]) == 4
+    assert info["design"] == "~ donor + cell_type + cond" and info["left_out"] == ["C"]
+    assert len(info["samples"]) == 8 and {s["cell_type"] for s in info["samples"]} == {"A", "B"}
+    assert plain["fdr"].iloc[0] < 0.05 and plain["log2_fold_change"].iloc[0] > 0.8  # composition reads as response
+    assert abs(adjusted["log2_fold_change"].iloc[0]) < 0.5 and adjusted["fdr"].iloc[0] > 0.05  # ~0, not ~1.1
+    assert set(adjusted.sort_values("statistic", ascending=False)["symbol"].head(3)) == {"g1", "g2", "g3"}
+    np.testing.assert_allclose(adjusted["log2_fold_change"].iloc[1:4], np.log2(3.0), atol=0.3)
+    # one cell type with both groups is not enough for a covariate: the plain design
+    only_a = samples["cell_type"].isin(["A", "C"]).to_numpy()
+    _, info_a = differential_evidence(**{**kw, "counts": counts[only_a], "log_expression": np.log1p(counts[only_a]),
+                                         "samples": samples[only_a].reset_index(drop=True)}, cell_type_column="cell_type")
+    assert info_a["design"] == "~ donor + cond" and info_a["left_out"] == []
+
+
 # PCST: a prize-rich path 0-1-2-3; 7 (prize 1) joined through 8 (no prize) for 0.5 < 1; 6 (prize 0.3) only
 # through 4, 5 for 0.75 > 0.3; 9 (prize 0.2) on an edge of cost 0.25 > 0.2.
 PCST_EDGES = np.array([[0, 1], [1, 2], [2, 3], [3, 4], [4, 5], [5, 6], [0, 8], [7, 8], [2, 9]])

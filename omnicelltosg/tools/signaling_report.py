@@ -71,6 +71,9 @@ def write_report(summary: dict, validation: pd.DataFrame, default, path: Path) -
              f"{c['ppi_edges']:,} PPI edges among them. Direction: `{summary['direction']}`. Model: "
              f"`{summary['model']}`.", "",
              "## Evidence", "", f"Level: **{ev['level']}** — {ev['reason']}.", ""]
+    if ev.get("design"):
+        lines += [f"Design: `{ev['design']}`"
+                  + (f"; left out (one group only): {', '.join(ev['left_out'])}" if ev.get("left_out") else "") + ".", ""]
     if ev.get("samples"):
         lines += ["Pseudobulk samples: " + "; ".join(f"{s}" for s in ev["samples"]), ""]
     lines += ["## Validation against known biology", ""]

@@ -151,13 +151,14 @@ def _ppi(inputs: _Inputs, knowledge_dir: Path) -> PPINetwork:
 
 
 def _evidence(inputs: _Inputs, rows: np.ndarray, *, group_column: str, case: str, control: str,
-              donor_column: str) -> tuple[pd.DataFrame, dict]:
+              donor_column: str, cell_type_column: str | None = None) -> tuple[pd.DataFrame, dict]:
+    """Differential evidence of ``rows``; ``cell_type_column`` = the cell type as a covariate (whole cohort)."""
     counts = inputs.counts[rows][:, inputs.genes]
     log_x = inputs.x.numpy()[rows][:, inputs.genes]
     return differential_evidence(counts=counts, log_expression=log_x, samples=inputs.meta.iloc[rows],
                                  symbols=inputs.transcript_symbols[inputs.genes], group_column=group_column, case=case,
                                  control=control, donor_column=donor_column if donor_column in inputs.meta else None,
-                                 counts_available=inputs.counts_available)
+                                 counts_available=inputs.counts_available, cell_type_column=cell_type_column)
 
 
 def _fold_change(inputs: _Inputs, rows: np.ndarray, groups: np.ndarray, case: str, control: str) -> pd.Series:
@@ -403,7 +404,7 @@ def run_signaling(dataset: str | Path, model_dir: str | Path | None, out: str | 
     go = go_ids or (KNOWN_BIOLOGY[known_biology]["go_ids"] if known_biology else [])
     positives = go_term_genes(annotations, go, background) if go else set()
     common = dict(case=case, control=control, group_column=group_column, donor_column=donor_column)
-    evidence, level = _evidence(inputs, rows, **common)
+    evidence, level = _evidence(inputs, rows, cell_type_column=cell_type_column, **common)
     timings = {"evidence_s": time.perf_counter() - t0}
     t = time.perf_counter()
     model = _model_attributions(model_dir, inputs, ppi, rows, groups, seed=seed, **common) if model_dir else None
