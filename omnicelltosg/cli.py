@@ -71,12 +71,29 @@ def _add_pretrain_sweep(sub) -> None:
     w.add_argument("--batch-size", type=int, help=f"meta-cells per step (default {pretraining.batch_size})")
     w.add_argument("--negatives", choices=NEGATIVE_KINDS, help=f"training negatives (default {pretraining.negatives})")
     w.add_argument("--seed", type=int, help=f"seed of the cell sample, edge split, masks (default {pretraining.seed})")
-    w.add_argument("--gene-mask-ratio", type=float,
-                   help="fraction of each cell's measured genes masked and predicted (masked-expression modelling; "
-                        f"needs --expression-loss-weight > 0; default {pretraining.gene_mask_ratio})")
-    w.add_argument("--expression-loss-weight", type=float, help="weight of the masked-expression loss (model field)")
-    w.add_argument("--per-cell-edges", action="store_true",
-                   help="score each masked PPI pair in every cell, not on cell-averaged node states (model field)")
+    _add_pretraining_objective(w)
+
+
+def _add_pretraining_objective(parser) -> None:
+    """The pretraining-objective options shared by ``pretrain-sweep`` and ``evaluate`` (see
+    :func:`_objective_overrides`)."""
+    from omnicelltosg.train.arguments import PretrainingArguments
+
+    parser.add_argument("--gene-mask-ratio", type=float,
+                        help="fraction of each cell's measured genes masked and predicted in pretraining (masked-"
+                             "expression modelling; needs --expression-loss-weight > 0; default "
+                             f"{PretrainingArguments().gene_mask_ratio})")
+    parser.add_argument("--expression-loss-weight", type=float,
+                        help="weight of the masked-expression loss (model field)")
+    parser.add_argument("--per-cell-edges", action="store_true",
+                        help="score each masked PPI pair in every cell, not on cell-averaged node states (model field)")
+
+
+def _objective_overrides(args) -> tuple[dict, dict]:
+    """(``PretrainingArguments`` overrides, ``CellTOSGConfig`` overrides) of :func:`_add_pretraining_objective`."""
+    return (_overrides(gene_mask_ratio=args.gene_mask_ratio),
+            _overrides(expression_loss_weight=args.expression_loss_weight,
+                       per_cell_edges=True if args.per_cell_edges else None))
 
 
 def _add_evaluate(sub) -> None:
@@ -100,6 +117,7 @@ def _add_evaluate(sub) -> None:
                    help=f"learning rates tried for the graph models and the MLP, chosen on validation "
                         f"(default {' '.join(map(str, LEARNING_RATE_GRID))})")
     e.add_argument("--pretrain-steps", type=int, help=f"pretraining steps per split (default {PretrainingArguments().steps})")
+    _add_pretraining_objective(e)
 
 
 def _add_signaling(sub) -> None:
@@ -252,8 +270,10 @@ def _evaluate(args) -> None:
     else:
         specs = [get_task(p) for p in args.preset]
     settings = EvaluationSettings()
+    objective, model = _objective_overrides(args)
     settings = dataclasses.replace(
-        settings, pretraining=settings.pretraining.with_overrides(**_overrides(steps=args.pretrain_steps)),
+        settings, pretraining=settings.pretraining.with_overrides(**_overrides(steps=args.pretrain_steps), **objective),
+        model={**settings.model, **model},
         finetuning=settings.finetuning.with_overrides(**_overrides(epochs=args.epochs)),
         learning_rates=tuple(args.lr_grid) if args.lr_grid else settings.learning_rates)
     for spec in specs:
@@ -316,11 +336,9 @@ def main(argv: list[str] | None = None) -> int:
             from omnicelltosg.train.arguments import PretrainingArguments
             from omnicelltosg.workflows.pretrain_sweep import run_sweep
 
+            objective, model = _objective_overrides(args)
             pretraining = PretrainingArguments().with_overrides(**_overrides(
-                steps=args.steps, batch_size=args.batch_size, negatives=args.negatives, seed=args.seed,
-                gene_mask_ratio=args.gene_mask_ratio))
-            model = _overrides(expression_loss_weight=args.expression_loss_weight,
-                               per_cell_edges=True if args.per_cell_edges else None)
+                steps=args.steps, batch_size=args.batch_size, negatives=args.negatives, seed=args.seed), **objective)
             run_sweep(args.dataset, args.out, ratios=args.ratios, pretraining=pretraining, model=model)
             print((args.out / "pretraining_sweep.md").read_text())
     except (OSError, ValueError, KeyError) as err:  # OSError: missing, existing or unreadable files

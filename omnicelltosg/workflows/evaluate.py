@@ -57,6 +57,7 @@ from omnicelltosg.evaluation.metrics import (
 )
 from omnicelltosg.tasks import ABLATIONS, DERIVED_FROM_FM, FM, GRAPH_MODELS, TaskSpec
 from omnicelltosg.train import FinetuningArguments, PretrainingArguments
+from omnicelltosg.train.pretraining import check_objective
 
 #: Lock file an evaluation holds in its output folder while it writes there (one writer per folder).
 LOCK_NAME = ".evaluate.lock"
@@ -397,7 +398,8 @@ def run_evaluation(dataset: str | Path, spec: TaskSpec, out: str | Path, *, sett
 
     Raises:
         RuntimeError: another evaluation is writing ``out``.
-        ValueError: unknown models, an empty plan, a folder holding runs made with other settings, or a
+        ValueError: unknown models, an empty plan, masked-expression pretraining without the expression
+            head (or the head without masking), a folder holding runs made with other settings, or a
             cohort the loader rejects (e.g. a donor-level split with too few donors — the message says
             which option to use instead).
     """
@@ -406,6 +408,7 @@ def run_evaluation(dataset: str | Path, spec: TaskSpec, out: str | Path, *, sett
 
     spec.validate()
     settings = settings or EvaluationSettings()
+    check_objective(None, settings.pretraining, settings.model.get("expression_loss_weight"))
     dataset, out = Path(dataset), Path(out)
     # Everything that can be wrong with the arguments is found before ``out`` is created: the cohort
     # arguments of every split variant, the dataset, a folder holding other runs, and every variant's
