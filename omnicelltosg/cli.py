@@ -71,35 +71,35 @@ def _add_pretrain_sweep(sub) -> None:
     w.add_argument("--batch-size", type=int, help=f"meta-cells per step (default {pretraining.batch_size})")
     w.add_argument("--negatives", choices=NEGATIVE_KINDS, help=f"training negatives (default {pretraining.negatives})")
     w.add_argument("--seed", type=int, help=f"seed of the cell sample, edge split, masks (default {pretraining.seed})")
-    _add_pretraining_objective(w)
+    _add_pretraining_objective(w, pretraining.gene_mask_ratio, {})
 
 
-def _add_pretraining_objective(parser) -> None:
+def _add_pretraining_objective(parser, gene_mask_ratio: float, model: dict) -> None:
     """The pretraining-objective options shared by ``pretrain-sweep`` and ``evaluate`` (see
-    :func:`_objective_overrides`)."""
-    from omnicelltosg.train.arguments import PretrainingArguments
+    :func:`_objective_overrides`); ``gene_mask_ratio`` / ``model``: the command's defaults, for the help."""
+    from modeling_celltosg import CellTOSGConfig
 
+    config = {**CellTOSGConfig().to_dict(), **model}
     parser.add_argument("--gene-mask-ratio", type=float,
                         help="fraction of each cell's measured genes masked and predicted in pretraining (masked-"
-                             "expression modelling; needs --expression-loss-weight > 0; default "
-                             f"{PretrainingArguments().gene_mask_ratio})")
+                             f"expression modelling; needs --expression-loss-weight > 0; default {gene_mask_ratio})")
     parser.add_argument("--expression-loss-weight", type=float,
-                        help="weight of the masked-expression loss (model field)")
-    parser.add_argument("--per-cell-edges", action="store_true",
-                        help="score each masked PPI pair in every cell, not on cell-averaged node states (model field)")
+                        help=f"weight of the masked-expression loss (model field; default {config['expression_loss_weight']})")
+    parser.add_argument("--per-cell-edges", action=argparse.BooleanOptionalAction, default=None,
+                        help="score each masked PPI pair in every cell, not on cell-averaged node states (model field; "
+                             f"default {config['per_cell_edges']})")
 
 
 def _objective_overrides(args) -> tuple[dict, dict]:
     """(``PretrainingArguments`` overrides, ``CellTOSGConfig`` overrides) of :func:`_add_pretraining_objective`."""
     return (_overrides(gene_mask_ratio=args.gene_mask_ratio),
-            _overrides(expression_loss_weight=args.expression_loss_weight,
-                       per_cell_edges=True if args.per_cell_edges else None))
+            _overrides(expression_loss_weight=args.expression_loss_weight, per_cell_edges=args.per_cell_edges))
 
 
 def _add_evaluate(sub) -> None:
     from omnicelltosg.tasks import TASKS
-    from omnicelltosg.train.arguments import FinetuningArguments, PretrainingArguments
-    from omnicelltosg.workflows.evaluate import LEARNING_RATE_GRID
+    from omnicelltosg.train.arguments import FinetuningArguments
+    from omnicelltosg.workflows.evaluate import LEARNING_RATE_GRID, PRETRAINING, PRETRAINING_MODEL
 
     e = sub.add_parser("evaluate", help="every model on the same donor-level splits, seeds, statistics, figures, report")
     e.add_argument("--dataset", type=Path, required=True, help="dataset folder (omnicelltosg build output)")
@@ -116,8 +116,8 @@ def _add_evaluate(sub) -> None:
     e.add_argument("--lr-grid", type=float, nargs="+",
                    help=f"learning rates tried for the graph models and the MLP, chosen on validation "
                         f"(default {' '.join(map(str, LEARNING_RATE_GRID))})")
-    e.add_argument("--pretrain-steps", type=int, help=f"pretraining steps per split (default {PretrainingArguments().steps})")
-    _add_pretraining_objective(e)
+    e.add_argument("--pretrain-steps", type=int, help=f"pretraining steps per split (default {PRETRAINING.steps})")
+    _add_pretraining_objective(e, PRETRAINING.gene_mask_ratio, PRETRAINING_MODEL)
 
 
 def _add_signaling(sub) -> None:
@@ -273,7 +273,7 @@ def _evaluate(args) -> None:
     objective, model = _objective_overrides(args)
     settings = dataclasses.replace(
         settings, pretraining=settings.pretraining.with_overrides(**_overrides(steps=args.pretrain_steps), **objective),
-        model={**settings.model, **model},
+        pretraining_model={**settings.pretraining_model, **model},
         finetuning=settings.finetuning.with_overrides(**_overrides(epochs=args.epochs)),
         learning_rates=tuple(args.lr_grid) if args.lr_grid else settings.learning_rates)
     for spec in specs:

@@ -51,8 +51,8 @@ def _spec(tmp_path: Path, **spec) -> Path:
     (["--preset", "kang_condition"], "No OmniCellTOSG dataset at"),  # was: out/kang_condition/run_config.json
     (["--preset", "kang_condition", "--models", "svm"], "Unknown models ['svm']"),
     (["--preset", "no_such_task"], "invalid choice: 'no_such_task'"),
-    (["--preset", "kang_condition", "--gene-mask-ratio", "0.15"], "masked-expression modelling needs both > 0"),
-    (["--preset", "kang_condition", "--expression-loss-weight", "1"], "masked-expression modelling needs both > 0"),
+    (["--preset", "kang_condition", "--gene-mask-ratio", "0"], "masked-expression modelling needs both > 0"),
+    (["--preset", "kang_condition", "--expression-loss-weight", "0"], "masked-expression modelling needs both > 0"),
 ])
 def test_evaluate_refuses_before_creating_out(tmp_path, capsys, extra, message):
     _assert_refused(tmp_path, ["evaluate", "--dataset", tmp_path / "no-dataset", *extra], message, capsys)
@@ -187,13 +187,19 @@ def test_evaluate_pretraining_objective_options_reach_the_run_settings(built, tm
     spec = _spec(tmp_path, name="kang", conditions={"dataset_id": "kang2018_muscat"}, task="condition",
                  models=["majority_class"], seeds=[0], split_variants=[{"test_donors": ["kang2018_muscat:101"],
                                                                         "validation_by": "meta-cell"}])
-    status, err = _run(["evaluate", "--dataset", built[0], "--spec", spec, "--out", tmp_path / "out",
-                        "--pretrain-steps", "7", "--gene-mask-ratio", "0.15", "--expression-loss-weight", "1",
-                        "--per-cell-edges"], capsys)
+    argv = ["evaluate", "--dataset", built[0], "--spec", spec]
+    status, err = _run([*argv, "--out", tmp_path / "default"], capsys)
     assert status == 0, err
-    settings = json.loads((tmp_path / "out" / "kang" / "run_config.json").read_text())["settings"]
-    assert (settings["pretraining"]["steps"], settings["pretraining"]["gene_mask_ratio"]) == (7, 0.15)
-    assert settings["model"] == {"expression_loss_weight": 1.0, "per_cell_edges": True}
+    settings = json.loads((tmp_path / "default" / "kang" / "run_config.json").read_text())["settings"]
+    assert (settings["pretraining"]["steps"], settings["pretraining"]["gene_mask_ratio"]) == (200, 0.15)
+    assert settings["pretraining_model"] == {"expression_loss_weight": 1.0, "per_cell_edges": True}
+    # edge-only pretraining, as the evaluation_v2 folders were made
+    status, err = _run([*argv, "--out", tmp_path / "edges", "--pretrain-steps", "7", "--gene-mask-ratio", "0",
+                        "--expression-loss-weight", "0", "--no-per-cell-edges"], capsys)
+    assert status == 0, err
+    settings = json.loads((tmp_path / "edges" / "kang" / "run_config.json").read_text())["settings"]
+    assert (settings["pretraining"]["steps"], settings["pretraining"]["gene_mask_ratio"]) == (7, 0.0)
+    assert "pretraining_model" not in settings and settings["model"] == {}
 
 
 def test_signaling_finetune_checks_the_groups_before_training(built, tmp_path, capsys):

@@ -85,10 +85,17 @@ def test_evaluate_kang_condition_end_to_end(built, tmp_path):
 
     spec = get_task("kang_condition")
     spec.seeds, spec.models = [0], ["celltosg_fm", "gcn", "logistic_regression", "majority_class"]
-    settings = EvaluationSettings(pretraining=PretrainingArguments(steps=2, eval_max_cells=16),
+    from omnicelltosg.workflows.evaluate import PRETRAINING
+
+    # the default pretraining recipe (masked expression + per-cell edges), cut to 2 steps
+    settings = EvaluationSettings(pretraining=PRETRAINING.with_overrides(steps=2, eval_max_cells=16),
                                   finetuning=FinetuningArguments(epochs=1), learning_rates=(3e-3,))
     out = tmp_path / "kang"
     res = run_evaluation(demo_dataset, spec, out, settings=settings, log=lambda *_: None)
+    for pretrained in (out / "checkpoints").glob("split*/pretrained_*"):  # the FM's pretraining had both objectives
+        config = json.loads((pretrained / "config.json").read_text())
+        assert config["expression_loss_weight"] == 1.0 and config["per_cell_edges"] is True
+    assert len(list((out / "checkpoints").glob("split*/pretrained_*"))) == 2
     results = res["results"]
     # every model ran on both directions (donor 101 → 107 and back), plus the FM's one-SE row from its own run
     assert len(results) == 5 * 2 and set(results["model"]) == {*spec.models, "celltosg_fm_one_se"}
@@ -173,13 +180,23 @@ def test_evaluation_settings_defaults_and_json():
     from omnicelltosg.train import FinetuningArguments, PretrainingArguments
     from omnicelltosg.workflows.evaluate import LEARNING_RATE_GRID, EvaluationSettings
 
+    from omnicelltosg.workflows.evaluate import PRETRAINING, PRETRAINING_MODEL
+
     settings = EvaluationSettings()
-    assert settings.pretraining == PretrainingArguments() and settings.finetuning == FinetuningArguments()
+    assert settings.pretraining == PRETRAINING and settings.finetuning == FinetuningArguments()
+    assert PRETRAINING.gene_mask_ratio > 0 and PRETRAINING_MODEL["expression_loss_weight"] > 0  # one objective
+    assert settings.to_dict()["pretraining_model"] == PRETRAINING_MODEL
+    # edge-only pretraining spelled with the config's defaults is the same setting as not naming them: a
+    # folder made before `pretraining_model` existed resumes under it
+    edge_only = EvaluationSettings(pretraining=PretrainingArguments(),
+                                   pretraining_model={"expression_loss_weight": 0.0, "per_cell_edges": False})
+    assert "pretraining_model" not in edge_only.to_dict()
+    assert EvaluationSettings(pretraining=PretrainingArguments(), pretraining_model={}).to_dict() == edge_only.to_dict()
     assert settings.learning_rate_grid() == LEARNING_RATE_GRID and len(LEARNING_RATE_GRID) >= 2
     assert EvaluationSettings(learning_rates=None).learning_rate_grid() == (FinetuningArguments().learning_rate,)
     assert EvaluationSettings(learning_rates=(1e-2, 3e-3)).learning_rate_grid() == (1e-2, 3e-3)
     as_dict = settings.to_dict()
-    assert json.loads(json.dumps(as_dict)) == as_dict and as_dict["pretraining"]["steps"] == PretrainingArguments().steps
+    assert json.loads(json.dumps(as_dict)) == as_dict and as_dict["pretraining"]["steps"] == PRETRAINING.steps
 
 
 def test_resume_refuses_other_settings(built, tmp_path):
