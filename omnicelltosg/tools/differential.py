@@ -114,6 +114,7 @@ def deseq2_evidence(sums: np.ndarray, meta: pd.DataFrame, symbols: Sequence[str]
 
     Returns: ``EVIDENCE_COLUMNS`` in gene order; ``statistic`` is the Wald z, ``log2_fold_change`` the
     MLE fold change, ``level`` ``pseudobulk_deseq2``. Genes with zero counts in every sample get NaN.
+    ``attrs["design"]``: the fitted design in the metadata's column names (e.g. ``~ donor_id + condition``).
 
     Raises:
         ValueError: shapes that do not match, ``case`` / ``control`` absent from ``meta``, or a
@@ -166,7 +167,10 @@ def deseq2_evidence(sums: np.ndarray, meta: pd.DataFrame, symbols: Sequence[str]
         out.loc[detected, col] = table[src].to_numpy(dtype=np.float64)
     out["fdr"] = _bh(out["p_value"].to_numpy())  # BH over all tested genes (no independent filtering)
     out["level"] = LEVELS[0]
-    return out[EVIDENCE_COLUMNS]
+    out = out[EVIDENCE_COLUMNS]
+    names = {"donor": donor_column, "covariate": covariate_column, "group": group_column}
+    out.attrs["design"] = "~ " + " + ".join(names[t.strip()] for t in formula.lstrip("~").split("+"))
+    return out
 
 
 def welch_evidence(log_expression: np.ndarray, groups: np.ndarray, symbols: Sequence[str], *, case: str,
@@ -230,9 +234,8 @@ def differential_evidence(*, counts, log_expression: np.ndarray, samples: pd.Dat
     "left_out"}`` (the pseudobulk samples and the covariate's left-out levels, for the report).
     """
     groups = samples[group_column].astype(str).to_numpy()
-    has_donors = donor_column is not None and donor_column in samples
     donors_per_group = ({g: samples.loc[groups == g, donor_column].nunique() for g in (case, control)}
-                        if has_donors else {case: 0, control: 0})
+                        if donor_column is not None and donor_column in samples else {case: 0, control: 0})
     enough = min(donors_per_group.values()) >= MIN_DONORS_PER_GROUP
     if counts_available and counts is not None and enough:
         rows, levels = _covariate_rows(samples, cell_type_column, group_column, case, control)
@@ -247,12 +250,11 @@ def differential_evidence(*, counts, log_expression: np.ndarray, samples: pd.Dat
         sums, meta = pseudobulk(counts, samples, keys)
         table = deseq2_evidence(sums, meta, symbols, group_column=group_column, case=case, control=control,
                                 donor_column=donor_column, covariate_column=covariate)
-        design = f"~ {donor_column} + {covariate} + {group_column}" if covariate else f"~ {donor_column} + {group_column}"
         reason = (f"raw counts and {donors_per_group} donors per group: pseudobulk per {' × '.join(keys)} "
                   f"({len(meta)} samples), PyDESeq2"
                   + (f" with {covariate} as a fixed effect ({len(levels)} levels)" if covariate else ""))
         return table, {"level": LEVELS[0], "reason": reason, "samples": meta.to_dict("records"),
-                       "design": design, "left_out": left_out}
+                       "design": table.attrs["design"], "left_out": left_out}
     why = "no raw counts (non-count input)" if not counts_available else f"too few donors per group {donors_per_group}"
     table = welch_evidence(log_expression, groups, symbols, case=case, control=control)
     return table, {"level": LEVELS[1], "reason": f"{why}: meta-cell-level Welch t-test on log1p CP10k "

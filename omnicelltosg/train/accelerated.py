@@ -196,7 +196,7 @@ def pretrain_accelerated(
     out = Path(out)
     accelerator = accelerator or make_accelerator(args.mixed_precision, args.gradient_accumulation_steps)
     check_expression(expression, measured_mask)
-    check_objective(model, args)
+    check_objective(model.config.expression_loss_weight, args)
     task = MaskedEdgeTask.build(graph, args, accelerator.device)
     torch.manual_seed(args.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate)

@@ -118,16 +118,14 @@ class MaskedEdgeTask:
                      ppi_edge_index=batch.visible.to(device), masked_genes=masked)
 
 
-def check_objective(model: CellTOSGForPreTraining | None, args: PretrainingArguments,
-                    expression_loss_weight: float | None = None) -> None:
+def check_objective(expression_loss_weight: float, args: PretrainingArguments) -> None:
     """`ValueError` unless gene masking (`args.gene_mask_ratio > 0`) and the model's masked-expression head
-    (`config.expression_loss_weight > 0`) come together: a head without masking would train nothing (and
-    DistributedDataParallel refuses parameters without a gradient), masking without a head has no loss.
-    `expression_loss_weight` stands for the config's value when there is no model yet (`model=None`)."""
-    weight = model.config.expression_loss_weight if model is not None else float(expression_loss_weight or 0.0)
-    if (weight > 0) != (args.gene_mask_ratio > 0):
+    (`CellTOSGConfig.expression_loss_weight > 0`, passed as `expression_loss_weight`) come together: a head
+    without masking would train nothing (and DistributedDataParallel refuses parameters without a
+    gradient), masking without a head has no loss."""
+    if (expression_loss_weight > 0) != (args.gene_mask_ratio > 0):
         raise ValueError(f"gene_mask_ratio={args.gene_mask_ratio} with expression_loss_weight="
-                         f"{weight}: masked-expression modelling needs both > 0 "
+                         f"{expression_loss_weight}: masked-expression modelling needs both > 0 "
                          f"(or both 0 for edge masking alone).")
 
 
@@ -200,7 +198,7 @@ def pretrain(
     """
     args = (args or PretrainingArguments()).with_overrides(**overrides)
     check_expression(expression, measured_mask)
-    check_objective(model, args)
+    check_objective(model.config.expression_loss_weight, args)
     task = MaskedEdgeTask.build(graph, args, device)
     torch.manual_seed(args.seed)
     generator = torch.Generator().manual_seed(args.seed)

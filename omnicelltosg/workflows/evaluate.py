@@ -434,11 +434,13 @@ def run_evaluation(dataset: str | Path, spec: TaskSpec, out: str | Path, *, sett
             which option to use instead).
     """
     from dataset_script.cohorts.loader import check_cohort_arguments, load_graph
+    from modeling_celltosg import CellTOSGConfig
     from omnicelltosg.workflows.evaluation_report import write_evaluation_report
 
     spec.validate()
     settings = settings or EvaluationSettings()
-    check_objective(None, settings.pretraining, {**settings.model, **settings.pretraining_model}.get("expression_loss_weight"))
+    pretraining_config = {**CellTOSGConfig().to_dict(), **settings.model, **settings.pretraining_model}
+    check_objective(float(pretraining_config["expression_loss_weight"]), settings.pretraining)
     dataset, out = Path(dataset), Path(out)
     # Everything that can be wrong with the arguments is found before ``out`` is created: the cohort
     # arguments of every split variant, the dataset, a folder holding other runs, and every variant's
